@@ -1,0 +1,20 @@
+"""The dense baseline: the suite's recipe for the whole budget, no pruning.
+
+Every leaderboard needs this row: it is the accuracy that "matching" is measured against
+(Frankle et al. 2020, §2), trained with exactly the loop, schedule and budget the pruning methods get.
+"""
+
+from __future__ import annotations
+
+from pruning_bench.context import Context
+from pruning_bench.method import Method
+
+
+class Dense(Method):
+    """Dense baseline: train the unpruned model for the suite's budget (one trial per seed)."""
+
+    name = "dense"
+    prunes = False
+
+    def run(self, ctx: Context) -> None:
+        ctx.train(steps=ctx.budget_steps, desc="dense")

@@ -1,0 +1,98 @@
+"""Global magnitude pruning, one-shot after dense training (Global MP) or gradual (Zhu & Gupta).
+
+One-shot: Gupta et al., "Is Complex Better? Global Magnitude Pruning" (2022; "Global MP"), §3: one
+global threshold on |w| over every conv and linear weight (first layer and classifier included),
+applied to a trained dense network, then fine-tuning with the mask fixed. Reference code:
+``manasgupta-1/GlobalMP`` (``prune.py``): ``kthvalue`` threshold and keep ``|w| >= threshold``; here
+the top-k is exact (ties broken by position), so achieved sparsity equals the target.
+
+Gradual: Zhu & Gupta, "To prune, or not to prune" (2017), §3: sparsity follows
+s_t = s_f (1 - (1 - (t - t_0)/(t_end - t_0))^3), the mask recomputed every ``gradual_interval`` steps from
+|w| among the weights still alive (pruned weights never return). The original library ranks per layer;
+Gupta et al. recommend a global ranking when pruning gradually, which is what this does.
+
+Budgets:
+- one-shot, ``equal``: the suite's budget is split: ``1 - finetune_fraction`` dense training (its own
+  full learning-rate schedule), then ``finetune_fraction`` fine-tuning with the schedule restarted, as
+  GlobalMP's fine-tuning script does.
+- one-shot, ``native``: a full dense run of the suite's length, then ``finetune_fraction`` of it fine-tuning.
+- gradual: one run of the suite's length under either policy (pruning happens during training).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pruning_bench.context import Context
+from pruning_bench.method import Method
+from pruning_bench.training import StepState, TrainCallback
+
+
+@dataclass(frozen=True)
+class GlobalMagnitudeParams:
+    schedule: str = "oneshot"        # oneshot | gradual
+    finetune_fraction: float = 0.5   # one-shot: share of the budget (equal) / length (native) to fine-tune
+    gradual_begin: float = 0.2       # gradual: fraction of training where pruning starts (RigL's baseline)
+    gradual_end: float = 0.75        # gradual: fraction of training where the target is reached
+    gradual_interval: int = 0        # gradual: steps between mask updates; 0 = 1% of training
+
+    def validate(self) -> None:
+        if self.schedule not in ("oneshot", "gradual"):
+            raise ValueError(f"schedule '{self.schedule}' is not one of: oneshot, gradual")
+        if not 0 < self.finetune_fraction < 1 and self.schedule == "oneshot":
+            raise ValueError(f"finetune_fraction must be in (0, 1), got {self.finetune_fraction}")
+        if not 0 <= self.gradual_begin < self.gradual_end <= 1:
+            raise ValueError("need 0 <= gradual_begin < gradual_end <= 1")
+
+
+def cubic_sparsity(step: int, target: float, begin: int, end: int) -> float:
+    """Zhu & Gupta's schedule with s_i = 0: target * (1 - (1 - progress)^3), clamped to [0, target]."""
+    if step < begin:
+        return 0.0
+    progress = min(1.0, (step - begin) / max(end - begin, 1))
+    return target * (1.0 - (1.0 - progress) ** 3)
+
+
+class GradualPruning(TrainCallback):
+    """Re-prunes to the cubic schedule's sparsity every ``interval`` steps between ``begin`` and ``end``."""
+
+    def __init__(self, ctx: Context, target: float, begin: int, end: int, interval: int) -> None:
+        self.ctx, self.target, self.begin, self.end, self.interval = ctx, target, begin, end, interval
+
+    def on_step_end(self, state: StepState) -> None:
+        t = state.step + 1
+        if t < self.begin or t > self.end or ((t - self.begin) % self.interval and t != self.end):
+            return
+        s = cubic_sparsity(t, self.target, self.begin, self.end)
+        if s > self.ctx.masks.sparsity():
+            self.ctx.masks.prune_to_global({n: p.detach().abs() for n, p in self.ctx.masks.params.items()}, s)
+            self.ctx.log("gradual_sparsity", self.ctx.masks.sparsity(), step=t)
+
+
+class GlobalMagnitude(Method):
+    """Global magnitude pruning: one-shot after dense training + fine-tune, or gradual (cubic schedule)."""
+
+    name = "global_magnitude"
+    Params = GlobalMagnitudeParams
+
+    def run(self, ctx: Context) -> None:
+        p: GlobalMagnitudeParams = self.params
+        if p.schedule == "gradual":
+            total = ctx.budget_steps
+            interval = p.gradual_interval or max(1, total // 100)
+            cb = GradualPruning(ctx, ctx.target_sparsity, round(p.gradual_begin * total),
+                                round(p.gradual_end * total), interval)
+            ctx.train(steps=total, callbacks=[cb], desc="gradual")
+            return
+        if ctx.budget.policy == "equal":
+            dense_epochs = (1 - p.finetune_fraction) * ctx.budget_epochs
+        else:
+            dense_epochs = ctx.budget_epochs
+        ctx.train(steps=ctx.epochs_to_steps(dense_epochs), desc="dense")
+        ctx.log("dense_val_acc", ctx.evaluate("val").acc)
+        ctx.masks.prune_to_global({n: w.detach().abs() for n, w in ctx.masks.params.items()},
+                                  ctx.target_sparsity, among_active=False)
+        ctx.log("pruned_val_acc", ctx.evaluate("val").acc)
+        finetune = ctx.remaining_steps() if ctx.budget.policy == "equal" else \
+            ctx.epochs_to_steps(p.finetune_fraction * ctx.budget_epochs)
+        ctx.train(steps=finetune, desc="finetune")

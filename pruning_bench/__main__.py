@@ -1,0 +1,3 @@
+from pruning_bench.cli import main
+
+main()

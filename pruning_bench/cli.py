@@ -1,0 +1,273 @@
+"""The ``bench`` command line: it parses, checks and calls; the work happens in the core modules."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from pruning_bench.budget import POLICIES
+from pruning_bench.errors import BenchError, unknown_choice
+from pruning_bench.suite import check_sparsity, load_suite
+
+
+class BenchGroup(click.Group):
+    """Turns a :class:`BenchError` into one line on stderr and exit code 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except BenchError as err:
+            click.echo(f"Error: {err}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=BenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="pruning_bench")
+def main() -> None:
+    """pruning_bench: compare pruning methods fairly, under identical compute budgets.
+
+    \b
+    Quick start (embedded data, embedded MLflow store under results/):
+      bench run --suite mnist1d          run the suite's default grid
+      bench report --suite mnist1d       leaderboard from the recorded runs
+      bench list methods                 what can be compared
+    """
+
+
+def _split(value: str | None) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+def parse_sparsities(value: str | None) -> list[float] | None:
+    if value is None:
+        return None
+    out = []
+    for item in _split(value):
+        try:
+            s = float(item)
+        except ValueError:
+            raise BenchError(f"--sparsities: '{item}' is not a number; give fractions in (0, 1), "
+                             "e.g. 0.5,0.9") from None
+        out.append(check_sparsity(s, "--sparsities"))
+    if not out:
+        raise BenchError("--sparsities is empty; give fractions in (0, 1), e.g. 0.5,0.9")
+    return out
+
+
+def parse_seeds(value: str | None) -> list[int] | None:
+    """``0,1,2`` is a list of seeds; a single number ``3`` is a count (seeds 0, 1, 2)."""
+    if value is None:
+        return None
+    items = _split(value)
+    try:
+        numbers = [int(v) for v in items]
+    except ValueError:
+        raise BenchError(f"--seeds: '{value}' is not a count (e.g. 3) or a list of integers "
+                         "(e.g. 0,1,2)") from None
+    if len(numbers) == 1 and "," not in value:
+        if numbers[0] < 1:
+            raise BenchError(f"--seeds: a count must be at least 1, got {numbers[0]}")
+        return list(range(numbers[0]))
+    if not numbers:
+        raise BenchError("--seeds is empty; give a count (e.g. 3) or a list (e.g. 0,1,2)")
+    return numbers
+
+
+@main.command()
+@click.option("--suite", "suite_name", default="mnist1d", show_default=True,
+              help="Built-in suite name (see `bench list suites`) or path to a suite .toml file.")
+@click.option("--methods", help="Comma-separated method names (default: the suite's; 'all' = every registered).")
+@click.option("--sparsities", help="Comma-separated target sparsities in (0,1), e.g. 0.5,0.9 (default: the suite's).")
+@click.option("--seeds", help="A count (3 = seeds 0,1,2) or a list (0,1,2) (default: the suite's).")
+@click.option("--epochs", type=float, help="Override the suite's budget in epochs (for quick runs).")
+@click.option("--budget-policy", type=click.Choice(POLICIES),
+              help="equal: every method gets the same training passes; native: each method's own schedule "
+                   "(default: the suite's).")
+@click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
+              show_default=True, help="Where the MLflow store, checkpoints and reports go.")
+@click.option("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
+                                     "sqlite:///<results-dir>/mlflow.db).")
+@click.option("--data-dir", help="Directory holding the data set files (CIFAR); overrides the suite's.")
+@click.option("--download", is_flag=True, help="Download the data set if it is missing (needs network).")
+@click.option("--plugin", "plugins", multiple=True, type=click.Path(dir_okay=False),
+              help="A Python file defining extra Method classes (repeatable).")
+@click.option("--device", help="torch device, e.g. cuda:1 or cpu (default: CUDA when present, else CPU).")
+@click.option("--rerun", is_flag=True, help="Run trials again even if a finished run with the same key exists.")
+@click.option("--dry-run", is_flag=True, help="Print the trial plan and exit.")
+@click.option("--save-model", is_flag=True, help="Also log the final weights and masks as an artifact.")
+@click.option("--no-progress", is_flag=True, help="No progress bars (one line per trial is still printed).")
+def run(suite_name: str, methods: str | None, sparsities: str | None, seeds: str | None, epochs: float | None,
+        budget_policy: str | None, results_dir: Path, tracking_uri: str | None, data_dir: str | None,
+        download: bool, plugins: tuple[str, ...], device: str | None, rerun: bool, dry_run: bool,
+        save_model: bool, no_progress: bool) -> None:
+    """Run a grid of trials (method x target sparsity x seed) and record each in MLflow.
+
+    Finished trials (same configuration, same key) are skipped, so repeating a command resumes an
+    interrupted sweep. Example: bench run --suite mnist1d --methods snip,imp --sparsities 0.8,0.9 --seeds 3
+    """
+    from pruning_bench.registry import default_registry
+    from pruning_bench.trial import build_plan
+
+    suite = load_suite(suite_name)
+    overrides = {}
+    if epochs is not None:
+        if epochs <= 0:
+            raise BenchError(f"--epochs must be > 0, got {epochs:g}")
+        overrides["budget.epochs"] = epochs
+    if data_dir is not None:
+        overrides["dataset.data_dir"] = data_dir
+    if download:
+        overrides["dataset.download"] = True
+    suite = suite.with_overrides(**overrides)
+    registry = default_registry(plugins)
+    names = _split(methods) if methods else list(suite.methods)
+    if names == ["all"]:
+        names = registry.names()
+    if not names:
+        raise BenchError(f"no methods given and suite '{suite.name}' names none; known: {', '.join(registry.names())}")
+    classes = [registry.get(n) for n in dict.fromkeys(names)]
+    policy = budget_policy or suite.budget.policy
+    plan = build_plan(suite, classes, parse_sparsities(sparsities) or suite.sparsities,
+                      parse_seeds(seeds) or suite.seeds, policy)
+    if dry_run:
+        _print_plan(plan)
+        return
+    _run_sweep(suite, plan, {c.name: c for c in classes}, results_dir=results_dir, tracking_uri=tracking_uri,
+               device=device, rerun=rerun, save_model=save_model, progress=not no_progress)
+
+
+def _print_plan(plan) -> None:
+    click.echo(f"{len(plan)} trials:")
+    for k, trial in enumerate(plan, 1):
+        click.echo(f"  {k:>3}. {trial.label():<40} policy={trial.budget_policy} "
+                   f"epochs={trial.suite.budget.epochs:g} key={trial.key}")
+
+
+def _run_sweep(suite, plan, classes, *, results_dir: Path, tracking_uri: str | None, device: str | None,
+               rerun: bool, save_model: bool, progress: bool) -> None:
+    import time
+
+    from pruning_bench.data import load_dataset
+    from pruning_bench.models import build_model
+    from pruning_bench.report import leaderboard_markdown, load_runs
+    from pruning_bench.runner import pick_device, run_plan
+    from pruning_bench.tracking import Tracker, default_tracking_uri, git_commit
+
+    # Fail on bad data or model settings before anything is recorded.
+    data = load_dataset(suite.dataset.name, seed=plan[0].seed, val_fraction=suite.dataset.val_fraction,
+                        data_dir=suite.dataset.data_dir, download=suite.dataset.download,
+                        options=suite.dataset.options)
+    build_model(suite.model.name, num_classes=data.num_classes, input_shape=data.input_shape)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    uri = tracking_uri or default_tracking_uri(results_dir)
+    tracker = Tracker(uri, suite.name, artifact_root=results_dir / "artifacts")
+    finished = set() if rerun else tracker.finished_keys()
+    pending = [t for t in plan if t.key not in finished]
+    skipped = len(plan) - len(pending)
+    if not pending:
+        click.echo(f"Nothing to run: all {len(plan)} trials of this plan already have finished runs in {uri} "
+                   "(use --rerun to run them again).")
+    else:
+        if skipped:
+            click.echo(f"Skipping {skipped} finished trials; running {len(pending)} of {len(plan)}.")
+        dev = pick_device(device)
+        click.echo(f"Suite '{suite.name}' ({suite.dataset.name}, {suite.model.name}, "
+                   f"{suite.budget.epochs:g} epochs, policy {plan[0].budget_policy}) on {dev}; tracking {uri}")
+        start = time.perf_counter()
+        with tracker.run(f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}",
+                         tags={"sweep": "1", "suite": suite.name, "git_commit": git_commit()},
+                         params={"methods": ",".join(classes), "n_trials": str(len(pending))}) as parent_id:
+            try:
+                _, failed = run_plan(pending, classes, tracker=tracker, parent_id=parent_id,
+                                     results_dir=results_dir, device=dev, save_model=save_model,
+                                     progress=progress, echo=click.echo)
+            except KeyboardInterrupt:
+                click.echo("\nInterrupted: finished trials are kept; run the same command again to resume.",
+                           err=True)
+                raise
+        click.echo(f"Ran {len(pending) - len(failed)} trials in {time.perf_counter() - start:.1f} s"
+                   + (f"; {len(failed)} FAILED" if failed else "") + ".")
+    runs = load_runs(uri, suite.name)
+    keys = {t.key for t in plan}
+    runs = runs[runs["tags.trial_key"].isin(keys)]
+    if not runs.empty:
+        click.echo("\nTest accuracy (%) of this plan's trials, mean ± std (n seeds):\n")
+        click.echo(leaderboard_markdown(runs))
+    if pending and failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--suite", "suite_name", required=True, help="Suite (experiment) to report on.")
+@click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
+              show_default=True)
+@click.option("--tracking-uri", help="MLflow tracking URI (default as for `bench run`).")
+@click.option("--metric", default="test_acc", show_default=True, help="Metric to tabulate.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Directory for report files (default: <results-dir>/reports/<suite>).")
+def report(suite_name: str, results_dir: Path, tracking_uri: str | None, metric: str, out: Path | None) -> None:
+    """Build the leaderboard of a suite from the MLflow runs (Markdown on stdout and in report.md)."""
+    from pruning_bench.report import leaderboard_markdown, load_runs
+    from pruning_bench.tracking import default_tracking_uri
+
+    uri = tracking_uri or default_tracking_uri(results_dir)
+    name = load_suite(suite_name).name if suite_name.endswith(".toml") else suite_name
+    runs = load_runs(uri, name)
+    if runs.empty:
+        raise BenchError(f"suite '{name}' has no finished trial runs in {uri}")
+    text = leaderboard_markdown(runs, metric)
+    out = out or results_dir / "reports" / name
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text(f"# {name}: {metric}\n\n{text}\n")
+    click.echo(text)
+    click.echo(f"\nwritten: {out / 'report.md'}", err=True)
+
+
+@main.command(name="list")
+@click.argument("what", type=click.Choice(["methods", "suites", "models"]))
+@click.option("--plugin", "plugins", multiple=True, type=click.Path(dir_okay=False))
+def list_(what: str, plugins: tuple[str, ...]) -> None:
+    """List registered methods, built-in suites or models."""
+    if what == "methods":
+        from pruning_bench.registry import default_registry
+
+        registry = default_registry(plugins)
+        for name in registry.names():
+            cls = registry.get(name)
+            doc = (cls.__doc__ or "").strip().splitlines()
+            click.echo(f"{name:<20} {doc[0] if doc else ''}")
+    elif what == "suites":
+        from pruning_bench.suite import builtin_suites
+
+        for name, path in sorted(builtin_suites().items()):
+            suite = load_suite(str(path))
+            click.echo(f"{name:<10} {suite.dataset.name:<9} {suite.model.name:<12} "
+                       f"{suite.budget.epochs:g} epochs  {suite.description}")
+    else:
+        from pruning_bench.models import available_models
+
+        for name in available_models():
+            click.echo(name)
+        click.echo("timm:<name>, torchvision:<name>  (any timm / torchvision classifier, random init)")
+
+
+@main.command()
+@click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
+              show_default=True)
+@click.option("--tracking-uri")
+@click.option("--port", default=5000, show_default=True)
+def ui(results_dir: Path, tracking_uri: str | None, port: int) -> None:
+    """Open the MLflow UI on 127.0.0.1 for the results store."""
+    import subprocess
+
+    from pruning_bench.tracking import default_tracking_uri
+
+    uri = tracking_uri or default_tracking_uri(results_dir)
+    click.echo(f"MLflow UI for {uri} at http://127.0.0.1:{port} (Ctrl-C to stop)")
+    raise SystemExit(subprocess.call([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+                                      "--host", "127.0.0.1", "--port", str(port)]))
+
+
+__all__ = ["main", "unknown_choice"]

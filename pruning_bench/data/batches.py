@@ -1,0 +1,105 @@
+"""Training batches addressed by global step (`BatchStream`) and in-order evaluation batches."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+
+import torch
+
+from pruning_bench.data.augment import AUGMENTATIONS, apply_augmentation
+from pruning_bench.errors import unknown_choice
+
+
+def mix_seed(*parts: object) -> int:
+    """A stable 63-bit seed from a tuple of ints/strings (unlike hash(), the same in every process)."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def _stats(values: Sequence[float], channels: int, ndim: int, device: torch.device, what: str) -> torch.Tensor:
+    """Per-channel statistics shaped (C, 1, ..., 1) to broadcast over a batch of rank `ndim`."""
+    t = torch.tensor([float(v) for v in values], dtype=torch.float32, device=device)
+    if t.numel() not in (1, channels):
+        raise ValueError(f"{what} has {t.numel()} values for {channels} channels")
+    return t.expand(channels).reshape(channels, *([1] * (ndim - 2))).clone()
+
+
+def _prepare(
+    xb: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, augmentation: str,
+    generator: torch.Generator | None, channels_last: bool,
+) -> torch.Tensor:
+    xb = xb.float().div(255.0) if xb.dtype == torch.uint8 else xb.float()
+    xb = apply_augmentation(augmentation, xb, generator)
+    xb = (xb - mean) / std  # out of place: never writes into the stored data
+    if channels_last and xb.dim() == 4:
+        xb = xb.contiguous(memory_format=torch.channels_last)
+    return xb
+
+
+class BatchStream:
+    """Deterministic training batches addressed by global step: batch s comes from epoch s // steps_per_epoch.
+
+    Epoch e is ordered by a permutation seeded from (data_seed, e), and the augmentation of step s by a
+    generator seeded from (data_seed, s), so a batch depends only on (data_seed, step).
+    """
+
+    def __init__(
+        self, x: torch.Tensor, y: torch.Tensor, *, batch_size: int, data_seed: int, augmentation: str,
+        mean: Sequence[float], std: Sequence[float], device: torch.device | str, channels_last: bool = False,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if x.shape[0] != y.shape[0] or x.shape[0] == 0:
+            raise ValueError(f"need as many labels as samples, and at least one: {x.shape[0]} vs {y.shape[0]}")
+        if augmentation not in AUGMENTATIONS:
+            raise unknown_choice("augmentation", augmentation, AUGMENTATIONS)
+        self.device = torch.device(device)
+        self.x = x.to(self.device) if x.dtype == torch.uint8 else x.to(self.device, torch.float32)
+        self.y = y.to(self.device, torch.long)
+        self.n = int(x.shape[0])
+        self.batch_size = batch_size
+        self.data_seed = data_seed
+        self.augmentation = augmentation
+        self.channels_last = channels_last
+        self.steps_per_epoch = -(-self.n // batch_size)
+        self.mean = _stats(mean, x.shape[1], x.dim(), self.device, "mean")
+        self.std = _stats(std, x.shape[1], x.dim(), self.device, "std")
+        self._epoch = -1
+        self._perm = torch.empty(0, dtype=torch.long)
+
+    def permutation(self, epoch: int) -> torch.Tensor:
+        """The sample order of `epoch` (on the device); the current epoch's is cached."""
+        if epoch != self._epoch:
+            gen = torch.Generator().manual_seed(mix_seed("perm", self.data_seed, epoch))
+            self._perm = torch.randperm(self.n, generator=gen).to(self.device)
+            self._epoch = epoch
+        return self._perm
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs (float32, normalised, augmented) and labels of global step `step`, on the device."""
+        if step < 0:
+            raise ValueError(f"step must be >= 0, got {step}")
+        epoch, pos = divmod(step, self.steps_per_epoch)
+        idx = self.permutation(epoch)[pos * self.batch_size : (pos + 1) * self.batch_size]
+        generator = None
+        if self.augmentation != "none":
+            generator = torch.Generator(device=self.device).manual_seed(mix_seed("aug", self.data_seed, step))
+        xb = _prepare(self.x[idx], self.mean, self.std, self.augmentation, generator, self.channels_last)
+        return xb, self.y[idx]
+
+
+def iterate_batches(
+    x: torch.Tensor, y: torch.Tensor, *, batch_size: int, mean: Sequence[float], std: Sequence[float],
+    device: torch.device | str, channels_last: bool = False,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """All samples in order, normalised and not augmented, `batch_size` at a time (for evaluation)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = torch.device(device)
+    mean_t = _stats(mean, x.shape[1], x.dim(), device, "mean")
+    std_t = _stats(std, x.shape[1], x.dim(), device, "std")
+    for start in range(0, int(x.shape[0]), batch_size):
+        xb = x[start : start + batch_size].to(device, non_blocking=True)
+        yb = y[start : start + batch_size].to(device, torch.long, non_blocking=True)
+        yield _prepare(xb, mean_t, std_t, "none", None, channels_last), yb

@@ -1,0 +1,72 @@
+"""The method plugin interface: a named class with a typed parameter dataclass and ``run(ctx)``.
+
+A method decides *what* to train and prune; everything else (data, devices, the optimizer, timing,
+MLflow) it asks of the :class:`~pruning_bench.context.Context`. That keeps every method comparable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pruning_bench.errors import BenchError
+
+if TYPE_CHECKING:
+    from pruning_bench.context import Context
+
+
+@dataclass(frozen=True)
+class NoParams:
+    """For methods without parameters."""
+
+
+class Method:
+    """Base class of every pruning method.
+
+    Subclasses set ``name`` (the registry name), ``Params`` (a frozen dataclass whose defaults come from
+    the method's paper) and implement :meth:`run`. ``prunes = False`` marks a method that ignores the
+    target sparsity (the dense baseline): it gets one trial per seed, at sparsity 0. ``structured = True``
+    marks a method that physically shrinks the model.
+    """
+
+    name: ClassVar[str] = ""
+    Params: ClassVar[type] = NoParams
+    prunes: ClassVar[bool] = True
+    structured: ClassVar[bool] = False
+
+    def __init__(self, params: Any | None = None) -> None:
+        self.params = params if params is not None else self.Params()
+
+    @classmethod
+    def parse_params(cls, values: Mapping[str, Any], where: str = "") -> Any:
+        """Build ``Params`` from a mapping, with a one-line error for an unknown key or a bad type."""
+        fields = {f.name: f for f in dataclasses.fields(cls.Params)}
+        for key, value in values.items():
+            if key not in fields:
+                raise BenchError(f"{where}method '{cls.name}' has no parameter '{key}'; "
+                                 f"valid: {', '.join(fields) or '(none)'}")
+            default = getattr(cls.Params(), key)
+            if default is not None and not _same_kind(default, value):
+                raise BenchError(f"{where}parameter '{cls.name}.{key}' must be {type(default).__name__}, "
+                                 f"got {value!r}")
+        params = cls.Params(**values)
+        validate = getattr(params, "validate", None)
+        if validate is not None:
+            try:
+                validate()
+            except ValueError as err:
+                raise BenchError(f"{where}method '{cls.name}': {err}") from None
+        return params
+
+    def run(self, ctx: Context) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def _same_kind(default: Any, value: Any) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))

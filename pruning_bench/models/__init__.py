@@ -1,0 +1,115 @@
+"""Model registry: ``build_model(name, num_classes=..., input_shape=...)``.
+
+Names:
+- ``resnet<d>``, d = 6n+2 (resnet20/32/44/56/110): CIFAR ResNet, He et al. 2016 §4.2, option-B shortcuts.
+- ``vgg<d>_bn``, d in 11/13/16/19: CIFAR VGG with BN and one Linear(512, classes), as OpenLTH.
+- ``wrn<d>_<k>``, d = 6n+4, k >= 1 (wrn28_2, wrn28_10, wrn16_8): Wide ResNet, Zagoruyko & Komodakis 2016.
+- ``mnist1d_cnn``, ``digits_cnn``, ``smoke_cnn``: small CNNs for the embedded data sets and tests.
+- ``timm:<name>``, ``torchvision:<name>``: any timm / torchvision classification model, random init.
+
+``input_shape`` is one sample's shape without the batch dimension: (C, H, W) for images, (C, L) for 1-D
+signals. Every conv / linear layer is a plain ``nn.Conv1d``/``nn.Conv2d``/``nn.Linear`` used once in
+``forward``; every BN is ``nn.BatchNorm1d``/``nn.BatchNorm2d``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from torch import nn
+
+from pruning_bench.errors import BenchError, unknown_choice
+from pruning_bench.models.cifar_resnet import cifar_resnet
+from pruning_bench.models.cifar_vgg import cifar_vgg
+from pruning_bench.models.external import TIMM_PREFIX, TORCHVISION_PREFIX, build_timm, build_torchvision
+from pruning_bench.models.small_nets import digits_cnn, mnist1d_cnn, smoke_cnn
+from pruning_bench.models.wide_resnet import wide_resnet
+
+__all__ = ["MODEL_DESCRIPTIONS", "available_models", "build_model", "describe_models"]
+
+_IMAGE = "images (C, H, W), e.g. (3, 32, 32)"
+_SIGNAL = "1-D signals (C, L), e.g. (1, 40)"
+
+# Concrete registry names (what available_models() lists), in display order.
+_NAMED: dict[str, str] = {
+    "resnet20": "CIFAR ResNet-20 (He et al. 2016), 3x3 basic blocks 16/32/64, option-B shortcuts, 0.27M",
+    "resnet32": "CIFAR ResNet-32 (He et al. 2016), option-B shortcuts, 0.47M params",
+    "resnet44": "CIFAR ResNet-44 (He et al. 2016), option-B shortcuts, 0.66M params",
+    "resnet56": "CIFAR ResNet-56 (He et al. 2016), option-B shortcuts, 0.86M params",
+    "resnet110": "CIFAR ResNet-110 (He et al. 2016), option-B shortcuts, 1.7M params",
+    "vgg11_bn": "CIFAR VGG-11 with BN (Simonyan & Zisserman 2015; OpenLTH variant), 9.2M params",
+    "vgg13_bn": "CIFAR VGG-13 with BN (OpenLTH variant), 9.4M params",
+    "vgg16_bn": "CIFAR VGG-16 with BN (OpenLTH variant), 14.7M params",
+    "vgg19_bn": "CIFAR VGG-19 with BN (OpenLTH variant, lottery-ticket VGG-19), 20.0M params",
+    "wrn16_8": "Wide ResNet-16-8 (Zagoruyko & Komodakis 2016), pre-activation, 11.0M params",
+    "wrn28_2": "Wide ResNet-28-2 (Zagoruyko & Komodakis 2016), pre-activation, 1.47M params",
+    "wrn28_10": "Wide ResNet-28-10 (Zagoruyko & Komodakis 2016), pre-activation, 36.5M params",
+    "mnist1d_cnn": "MNIST-1D CNN (Greydanus 2020, ConvBase) with BN: 3 Conv1d x 25 channels + Linear",
+    "digits_cnn": "small CNN for 8x8 sklearn digits: 3 conv3x3+BN (16/32/32), max-pool, GAP, Linear",
+    "smoke_cnn": "tiny 1-D CNN for tests: 2 Conv1d+BN (8/16), GAP, Linear (~600 params)",
+}
+
+# Name patterns and external prefixes: buildable, but not listed by available_models().
+_PATTERNS: dict[str, str] = {
+    "resnet<d>": "any CIFAR ResNet of depth d = 6n+2",
+    "vgg<d>_bn": "CIFAR VGG-BN of depth 11, 13, 16 or 19",
+    "wrn<d>_<k>": "any Wide ResNet of depth d = 6n+4 and widening factor k >= 1",
+    TIMM_PREFIX + "<name>": "any timm model, pretrained=False, in_chans from input_shape",
+    TORCHVISION_PREFIX + "<name>": "any torchvision classification model, weights=None, 3 channels",
+}
+
+#: Name -> one-line description: every registry name, then the name patterns and external prefixes.
+MODEL_DESCRIPTIONS: dict[str, str] = {**_NAMED, **_PATTERNS}
+
+_SMALL: dict[str, tuple[Callable[..., nn.Module], int]] = {
+    "mnist1d_cnn": (mnist1d_cnn, 2),
+    "digits_cnn": (digits_cnn, 3),
+    "smoke_cnn": (smoke_cnn, 2),
+}
+
+
+def available_models() -> list[str]:
+    """Concrete registry names (``timm:<name>``/``torchvision:<name>`` and patterns are also buildable)."""
+    return list(_NAMED)
+
+
+def describe_models() -> dict[str, str]:
+    """Name (or pattern / prefix) -> one-line description, for listings."""
+    return dict(MODEL_DESCRIPTIONS)
+
+
+def _check_rank(name: str, input_shape: tuple[int, ...], rank: int) -> None:
+    if len(input_shape) != rank:
+        takes = _IMAGE if rank == 3 else _SIGNAL
+        raise BenchError(f"model '{name}' takes {takes}; got input_shape {tuple(input_shape)}")
+
+
+def build_model(name: str, *, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+    """Build a freshly (randomly) initialised model ``name`` for samples of shape ``input_shape``."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise BenchError(f"num_classes must be a positive integer, got {num_classes!r}")
+    input_shape = tuple(input_shape)
+    if not input_shape or not all(isinstance(d, int) and d >= 1 for d in input_shape):
+        raise BenchError(f"input_shape must be a tuple of positive integers, got {input_shape!r}")
+
+    if name.startswith(TIMM_PREFIX):
+        return build_timm(name[len(TIMM_PREFIX) :], num_classes=num_classes, input_shape=input_shape)
+    if name.startswith(TORCHVISION_PREFIX):
+        return build_torchvision(
+            name[len(TORCHVISION_PREFIX) :], num_classes=num_classes, input_shape=input_shape
+        )
+    if name in _SMALL:
+        builder, rank = _SMALL[name]
+        _check_rank(name, input_shape, rank)
+        return builder(num_classes=num_classes, input_shape=input_shape)
+    if m := re.fullmatch(r"resnet(\d+)", name):
+        _check_rank(name, input_shape, 3)
+        return cifar_resnet(int(m[1]), num_classes=num_classes, input_shape=input_shape)
+    if m := re.fullmatch(r"vgg(\d+)_bn", name):
+        _check_rank(name, input_shape, 3)
+        return cifar_vgg(int(m[1]), num_classes=num_classes, input_shape=input_shape)
+    if m := re.fullmatch(r"wrn(\d+)_(\d+)", name):
+        _check_rank(name, input_shape, 3)
+        return wide_resnet(int(m[1]), int(m[2]), num_classes=num_classes, input_shape=input_shape)
+    raise unknown_choice("model", name, MODEL_DESCRIPTIONS)

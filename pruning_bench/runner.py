@@ -1,0 +1,179 @@
+"""Running trials: build data and model, hand a Context to the method, measure, record in MLflow.
+
+Measurements are taken here, identically for every method: test/val accuracy of the final model,
+sparsity counted from the masks (after checking every masked weight is exactly zero), FLOPs, cost.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import pruning_bench
+from pruning_bench.budget import BudgetMeter
+from pruning_bench.context import Context
+from pruning_bench.data import load_dataset
+from pruning_bench.errors import BenchError
+from pruning_bench.method import Method
+from pruning_bench.models import build_model
+from pruning_bench.tracking import Tracker, flatten, git_commit
+from pruning_bench.trial import Trial
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    """``name`` if given, else CUDA when present, else CPU."""
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+class MaskLeak(RuntimeError):
+    """A method left a non-zero value in a pruned weight: its sparsity would be a lie."""
+
+
+@dataclass
+class TrialResult:
+    trial: Trial
+    run_id: str
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def run_trial(trial: Trial, method_cls: type[Method], *, tracker: Tracker, parent_id: str | None,
+              results_dir: Path, device: torch.device, save_model: bool = False,
+              progress: bool = True) -> TrialResult:
+    """Run one trial end to end and record it as a child run of ``parent_id``."""
+    suite = trial.suite
+    seed_everything(trial.seed)
+    data = load_dataset(suite.dataset.name, seed=trial.seed, val_fraction=suite.dataset.val_fraction,
+                        data_dir=suite.dataset.data_dir, download=suite.dataset.download,
+                        options=suite.dataset.options)
+    model = build_model(suite.model.name, num_classes=data.num_classes, input_shape=data.input_shape)
+    meter = BudgetMeter(trial.budget_policy, suite.budget.epochs, data.n_train, suite.budget.max_seconds)
+    tags = {
+        "trial_key": trial.key, "method": trial.method, "suite": suite.name, "seed": str(trial.seed),
+        "target_sparsity": f"{trial.target_sparsity:g}", "budget_policy": trial.budget_policy,
+        "device": device_name(device), "torch_version": torch.__version__, "git_commit": git_commit(),
+        "harness_version": pruning_bench.__version__, "result_version": pruning_bench.RESULT_VERSION,
+        "model": suite.model.name, "dataset": suite.dataset.name,
+    }
+    params = {**flatten("method", trial.config()["params"]), **flatten("suite", suite.experiment_config()),
+              "method_name": trial.method, "target_sparsity": str(trial.target_sparsity),
+              "seed": str(trial.seed), "budget_policy": trial.budget_policy}
+    with tracker.run(trial.label(), tags=tags, params=params, parent_id=parent_id) as run_id:
+        checkpoint_dir = results_dir / "checkpoints" / trial.key
+        ctx = Context(model=model, data=data, recipe=suite.recipe, meter=meter,
+                      target_sparsity=trial.target_sparsity, params=trial.params, seed=trial.seed,
+                      device=device, checkpoint_dir=checkpoint_dir, progress=progress,
+                      log_fn=lambda k, v, s: tracker.log_metric(run_id, k, v, s))
+        denominator = ctx.masks.total()
+        flops_dense = ctx.flop_profile.total
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        start = time.perf_counter()
+        method_cls(trial.params).run(ctx)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_seconds = time.perf_counter() - start
+        metrics = measure(ctx, denominator=denominator, flops_dense=flops_dense)
+        metrics["train_seconds"] = train_seconds
+        metrics["peak_memory_mb"] = peak_memory_mb(device)
+        tracker.log_metrics(run_id, metrics)
+        with tempfile.TemporaryDirectory() as tmp:
+            table = Path(tmp) / "layer_sparsity.csv"
+            write_layer_table(ctx, table)
+            tracker.log_artifact(run_id, table)
+            if save_model:
+                weights = Path(tmp) / "model.pt"
+                torch.save({"state_dict": ctx.model.state_dict(), "masks": ctx.masks.masks}, weights)
+                tracker.log_artifact(run_id, weights)
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    return TrialResult(trial, run_id, metrics)
+
+
+def measure(ctx: Context, *, denominator: int, flops_dense: float) -> dict[str, float]:
+    """The measurements every trial logs, taken the same way for every method."""
+    ctx.masks.apply()
+    leaked = ctx.masks.leaked()
+    if leaked:
+        raise MaskLeak(f"masked weights are not zero in: {', '.join(leaked)}")
+    test = ctx.evaluate("test")
+    val = ctx.evaluate("val")
+    nonzero = ctx.masks.nonzero()
+    metrics = {
+        "test_acc": test.acc, "test_loss": test.loss, "val_acc": val.acc, "val_loss": val.loss,
+        "sparsity": 1.0 - nonzero / denominator, "nonzero_params": nonzero, "total_params": denominator,
+        "flops_dense": flops_dense, "flops_effective": ctx.effective_flops(),
+        "train_flops": ctx.budget.train_flops + ctx.budget.extra_flops,
+        "epochs_charged": ctx.budget.epochs_charged, "empty_layers": len(ctx.masks.empty_layers()),
+    }
+    if test.top5 is not None:
+        metrics["test_top5"] = test.top5
+    return metrics
+
+
+def write_layer_table(ctx: Context, path: Path) -> None:
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["layer", "shape", "params", "nonzero", "density"])
+        for stat in ctx.masks.layer_stats():
+            writer.writerow([stat.layer, "x".join(map(str, stat.shape)), stat.params, stat.nonzero,
+                             f"{stat.density:.6f}"])
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak GPU memory of the trial on CUDA; on the CPU the process's peak resident set size."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024 if sys.platform != "darwin" else kb / 2**20
+
+
+def run_plan(trials: Sequence[Trial], methods: dict[str, type[Method]], *, tracker: Tracker,
+             parent_id: str, results_dir: Path, device: torch.device, save_model: bool,
+             progress: bool, echo: Callable[[str], None]) -> tuple[list[TrialResult], list[tuple[Trial, str]]]:
+    """Run trials one after another; a failing trial is recorded FAILED and the others still run.
+    Ctrl-C stops at once (the trial in flight is recorded KILLED; finished ones are kept)."""
+    done: list[TrialResult] = []
+    failed: list[tuple[Trial, str]] = []
+    n = len(trials)
+    for k, trial in enumerate(trials, 1):
+        echo(f"[{k}/{n}] {trial.label()} (key {trial.key}) ...")
+        try:
+            result = run_trial(trial, methods[trial.method], tracker=tracker, parent_id=parent_id,
+                               results_dir=results_dir, device=device, save_model=save_model,
+                               progress=progress)
+        except (KeyboardInterrupt, BenchError):
+            raise
+        except Exception as err:  # recorded as a FAILED run; the sweep goes on
+            failed.append((trial, f"{type(err).__name__}: {err}"))
+            echo(f"[{k}/{n}] {trial.label()} FAILED: {type(err).__name__}: {err}")
+            continue
+        m = result.metrics
+        echo(f"[{k}/{n}] {trial.label()}: test_acc={m['test_acc']:.4f} sparsity={m['sparsity']:.4f} "
+             f"epochs={m['epochs_charged']:.2f} flops_eff={m['flops_effective']:.3g} "
+             f"time={m['train_seconds']:.1f}s")
+        done.append(result)
+    return done, failed

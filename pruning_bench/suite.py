@@ -1,0 +1,198 @@
+"""Suites: validated, immutable experiment definitions loaded from TOML (``suites/*.toml``).
+
+A suite names the data set, the model, the one training recipe every method shares, the budget, and
+the default grid (methods, sparsities, seeds). Unknown keys and wrong types are errors naming the file
+and the key, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from pruning_bench.budget import POLICIES
+from pruning_bench.errors import BenchError, unknown_choice
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    data_dir: str | None = None
+    download: bool = False
+    val_fraction: float = 0.1
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The training recipe shared by every method of a suite."""
+
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    batch_size: int = 128
+    schedule: str = "cosine"          # cosine | step | constant
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of training (step)
+    gamma: float = 0.1                # step schedule decay factor
+    warmup_epochs: float = 0.0        # linear warm-up from 0
+    label_smoothing: float = 0.0
+    eval_batch_size: int = 1024
+
+
+@dataclass(frozen=True)
+class Budget:
+    epochs: float
+    policy: str = "equal"
+    max_seconds: float | None = None  # optional wall-clock cap per trial, recorded
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    dataset: DatasetSpec
+    model: ModelSpec
+    budget: Budget
+    recipe: Recipe = field(default_factory=Recipe)
+    description: str = ""
+    methods: list[str] = field(default_factory=list)
+    sparsities: list[float] = field(default_factory=lambda: [0.5, 0.8, 0.9])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    method_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-method overrides
+    source: str = ""  # where it was loaded from (not part of any trial key)
+
+    def experiment_config(self) -> dict[str, Any]:
+        """What a trial's result depends on (dataset, model, recipe, budget epochs): hashed into keys."""
+        return {
+            "dataset": dataclasses.asdict(self.dataset),
+            "model": dataclasses.asdict(self.model),
+            "recipe": dataclasses.asdict(self.recipe),
+            "budget": {"epochs": self.budget.epochs, "max_seconds": self.budget.max_seconds},
+        }
+
+    def with_overrides(self, **changes: Any) -> Suite:
+        """A copy with dotted-path overrides, e.g. ``{"budget.epochs": 2, "dataset.data_dir": "/d"}``."""
+        suite = self
+        for path, value in changes.items():
+            head, _, attr = path.partition(".")
+            if attr:
+                suite = dataclasses.replace(suite, **{head: dataclasses.replace(getattr(suite, head),
+                                                                                **{attr: value})})
+            else:
+                suite = dataclasses.replace(suite, **{head: value})
+        return suite
+
+
+# ---- loading ---------------------------------------------------------------------------------------
+
+def builtin_suites() -> dict[str, Path]:
+    """Suites shipped with the package (works from a wheel as well as a checkout)."""
+    root = resources.files("pruning_bench.suites")
+    return {Path(entry.name).stem: Path(str(entry)) for entry in root.iterdir()
+            if entry.name.endswith(".toml")}
+
+
+def load_suite(name_or_path: str) -> Suite:
+    """Load a built-in suite by name, or a suite file by path."""
+    path = Path(name_or_path)
+    if not (name_or_path.endswith(".toml") or path.exists()):
+        known = builtin_suites()
+        if name_or_path not in known:
+            raise unknown_choice("suite", name_or_path, known)
+        path = known[name_or_path]
+    if not path.is_file():
+        raise BenchError(f"suite file '{path}' does not exist")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise BenchError(f"{path}: not valid TOML: {err}") from None
+    data.setdefault("name", path.stem)
+    suite = _build(Suite, data, str(path), "")
+    suite = dataclasses.replace(suite, source=str(path))
+    validate_suite(suite, str(path))
+    return suite
+
+
+def validate_suite(suite: Suite, where: str) -> None:
+    """Value checks beyond types; raises BenchError naming the file and key."""
+    for s in suite.sparsities:
+        check_sparsity(s, f"{where}: key 'sparsities'")
+    if suite.budget.policy not in POLICIES:
+        raise BenchError(f"{where}: key 'budget.policy' is '{suite.budget.policy}'; valid: {', '.join(POLICIES)}")
+    if suite.budget.epochs <= 0:
+        raise BenchError(f"{where}: key 'budget.epochs' must be > 0, got {suite.budget.epochs}")
+    if suite.recipe.schedule not in ("cosine", "step", "constant"):
+        raise BenchError(f"{where}: key 'recipe.schedule' is '{suite.recipe.schedule}'; "
+                         "valid: cosine, step, constant")
+    if suite.recipe.batch_size < 1 or suite.recipe.lr <= 0:
+        raise BenchError(f"{where}: keys 'recipe.batch_size' and 'recipe.lr' must be positive")
+    if not 0 <= suite.dataset.val_fraction < 1:
+        raise BenchError(f"{where}: key 'dataset.val_fraction' must be in [0, 1), "
+                         f"got {suite.dataset.val_fraction}")
+    if not all(0 < m < 1 for m in suite.recipe.milestones):
+        raise BenchError(f"{where}: key 'recipe.milestones' holds fractions of training in (0, 1), "
+                         f"got {suite.recipe.milestones}")
+
+
+def check_sparsity(value: float, where: str) -> float:
+    if not 0.0 < value < 1.0:
+        raise BenchError(f"{where}: sparsity {value} is out of range; it must be in (0, 1), e.g. 0.9")
+    return value
+
+
+def _build(cls: type, data: Any, where: str, prefix: str) -> Any:
+    """Build dataclass ``cls`` from a TOML table, checking keys and types."""
+    if not isinstance(data, dict):
+        raise BenchError(f"{where}: key '{prefix.rstrip('.')}' must be a table")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        raise BenchError(f"{where}: unknown key '{prefix}{unknown[0]}'; valid keys here: {', '.join(fields)}")
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{prefix}{name}"
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise BenchError(f"{where}: missing required key '{key}'")
+            continue
+        kwargs[name] = _coerce(hints[name], data[name], where, key)
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, where: str, key: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where, f"{key}.")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, where, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise BenchError(f"{where}: key '{key}' must be a list, got {value!r}")
+        return [_coerce(args[0], v, where, key) for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise BenchError(f"{where}: key '{key}' must be a table, got {value!r}")
+        return {k: _coerce(args[1], v, where, f"{key}.{k}") for k, v in value.items()}
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise BenchError(f"{where}: key '{key}' must be {hint.__name__}, got {value!r}")
+    return value

@@ -1,0 +1,134 @@
+"""MLflow: one experiment per suite, a parent run per ``bench run`` (the sweep), a child run per trial.
+
+The default store is embedded SQLite under the results directory (nothing to start by hand), with
+artifacts beside it. Everything is written through ``MlflowClient`` with explicit run ids, so nothing
+depends on MLflow's global "active run" state.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pruning_bench.errors import BenchError
+
+PARENT_TAG = "mlflow.parentRunId"
+
+
+def default_tracking_uri(results_dir: str | Path) -> str:
+    """``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else ``sqlite:///<results>/mlflow.db``."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    return f"sqlite:///{Path(results_dir).resolve() / 'mlflow.db'}"
+
+
+def _quiet_mlflow() -> None:
+    for name in ("alembic", "mlflow", "mlflow.store.db.utils", "mlflow.tracking"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def flatten(prefix: str, value: Any) -> dict[str, str]:
+    """``{"a": {"b": 1}}`` -> ``{"prefix.a.b": "1"}`` (MLflow params are flat strings)."""
+    if isinstance(value, Mapping):
+        out: dict[str, str] = {}
+        for k, v in value.items():
+            out.update(flatten(f"{prefix}.{k}" if prefix else str(k), v))
+        return out
+    return {prefix: str(value)[:6000]}
+
+
+def git_commit() -> str:
+    """The harness's git commit (with ``-dirty`` when the checkout has changes), or ``unknown``."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here, capture_output=True,
+                             text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class Tracker:
+    """Writes sweeps and trials of one suite into an MLflow tracking store."""
+
+    def __init__(self, tracking_uri: str, experiment: str, artifact_root: Path | None = None) -> None:
+        _quiet_mlflow()
+        from mlflow.tracking import MlflowClient
+
+        self.uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        try:
+            found = self.client.get_experiment_by_name(experiment)
+        except Exception as err:  # a wrong URI must be one clear line, not a traceback
+            raise BenchError(f"cannot open the MLflow tracking store '{tracking_uri}': {err}") from None
+        if found is None:
+            location = (artifact_root / experiment).resolve().as_uri() if artifact_root else None
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+        else:
+            self.experiment_id = found.experiment_id
+
+    def finished_keys(self) -> set[str]:
+        """Trial keys that already have a FINISHED run in this experiment."""
+        keys: set[str] = set()
+        token = None
+        while True:
+            page = self.client.search_runs([self.experiment_id], "attributes.status = 'FINISHED'",
+                                           max_results=1000, page_token=token)
+            keys.update(r.data.tags["trial_key"] for r in page if "trial_key" in r.data.tags)
+            token = page.token
+            if not token:
+                return keys
+
+    @contextmanager
+    def run(self, name: str, *, tags: Mapping[str, str] | None = None, params: Mapping[str, str] | None = None,
+            parent_id: str | None = None) -> Iterator[str]:
+        """A run that ends FINISHED, FAILED on an error, or KILLED on Ctrl-C."""
+        all_tags = {"mlflow.runName": name, **(tags or {})}
+        if parent_id:
+            all_tags[PARENT_TAG] = parent_id
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+        run_id = run.info.run_id
+        if params:
+            self.log_params(run_id, params)
+        try:
+            yield run_id
+        except KeyboardInterrupt:
+            self.client.set_terminated(run_id, "KILLED")
+            raise
+        except BaseException:
+            self.client.set_terminated(run_id, "FAILED")
+            raise
+        self.client.set_terminated(run_id, "FINISHED")
+
+    def log_params(self, run_id: str, params: Mapping[str, str]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[i:i + 100])
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        for i in range(0, len(items), 500):
+            self.client.log_batch(run_id, metrics=items[i:i + 500])
+
+    def log_metric(self, run_id: str, key: str, value: float, step: int | None = None) -> None:
+        self.client.log_metric(run_id, key, value, step=step or 0)
+
+    def set_tag(self, run_id: str, key: str, value: str) -> None:
+        self.client.set_tag(run_id, key, value)
+
+    def log_artifact(self, run_id: str, path: Path) -> None:
+        self.client.log_artifact(run_id, str(path))

@@ -1,0 +1,280 @@
+"""The one training loop every method shares, and evaluation.
+
+Same optimizer (SGD with momentum and weight decay on every parameter, as OpenLTH does), same learning
+rate schedule, augmentation and precision for every method. Methods change the loop only through
+callbacks (an extra loss term, a gradient edit, skipping an optimizer step), never by writing their own.
+
+Per step: forward -> loss (+ callbacks' extra terms) -> backward -> ``after_backward`` callbacks (dense
+gradients visible) -> gradients of pruned weights zeroed -> optimizer step (unless a callback vetoes it)
+-> masks re-applied -> ``on_step_end`` callbacks. Each step is charged to the budget meter before it runs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from pruning_bench.budget import BudgetExceeded, BudgetMeter
+from pruning_bench.data import BatchStream, DataBundle, iterate_batches
+from pruning_bench.flops import TRAIN_FLOPS_PER_FORWARD
+from pruning_bench.masks import MaskSet
+from pruning_bench.suite import Recipe
+
+
+class LRSchedule:
+    """Learning-rate factor as a function of the step, for a run of ``total_steps`` steps.
+
+    ``cosine``: 0.5 (1 + cos(pi t / T)); ``step``: x ``gamma`` at each milestone (fractions of T);
+    ``constant``. An optional linear warm-up from 0 over ``warmup_steps`` multiplies the factor.
+    """
+
+    def __init__(self, recipe: Recipe, total_steps: int, warmup_steps: int = 0) -> None:
+        self.recipe = recipe
+        self.total_steps = max(total_steps, 1)
+        self.warmup_steps = warmup_steps
+
+    def factor(self, step: int) -> float:
+        t = min(step, self.total_steps)
+        if self.recipe.schedule == "cosine":
+            f = 0.5 * (1.0 + math.cos(math.pi * t / self.total_steps))
+        elif self.recipe.schedule == "step":
+            f = self.recipe.gamma ** sum(t >= round(m * self.total_steps) for m in self.recipe.milestones)
+        else:
+            f = 1.0
+        if self.warmup_steps and step < self.warmup_steps:
+            f *= (step + 1) / self.warmup_steps
+        return f
+
+    def lr(self, step: int) -> float:
+        return self.recipe.lr * self.factor(step)
+
+
+@dataclass
+class StepState:
+    """What callbacks see at each step."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    masks: MaskSet
+    step: int                 # position in the learning-rate schedule (global step)
+    inputs: torch.Tensor | None = None
+    targets: torch.Tensor | None = None
+    outputs: torch.Tensor | None = None
+    loss: torch.Tensor | None = None
+    epoch: int = 0
+
+
+class TrainCallback:
+    """Hooks into the shared training loop. Override what you need."""
+
+    def on_train_start(self, state: StepState) -> None: ...
+
+    def extra_loss(self, state: StepState) -> torch.Tensor | None:
+        return None
+
+    def after_backward(self, state: StepState) -> None:
+        """Gradients are dense here (before pruned weights' gradients are zeroed)."""
+
+    def skip_optimizer_step(self, state: StepState) -> bool:
+        return False
+
+    def on_step_end(self, state: StepState) -> None: ...
+
+    def on_epoch_end(self, state: StepState) -> None:
+        """Called after the last step of each epoch of the schedule (``state.epoch`` just finished)."""
+
+
+@dataclass
+class TrainResult:
+    optimizer: torch.optim.Optimizer
+    end_step: int
+    steps: int
+    mean_loss: float
+    seconds: float
+    losses: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    acc: float
+    loss: float
+    top5: float | None
+    n: int
+
+
+def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:
+    return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                           nesterov=recipe.nesterov and recipe.momentum > 0, weight_decay=recipe.weight_decay)
+
+
+class Trainer:
+    """Runs training steps on a model, charging every sample pass to a budget meter."""
+
+    def __init__(self, *, model: nn.Module, masks: MaskSet, data: DataBundle, recipe: Recipe,
+                 meter: BudgetMeter, device: torch.device, flops: Callable[[], float],
+                 seed: int, progress: bool = True) -> None:
+        self.model, self.masks, self.data, self.recipe = model, masks, data, recipe
+        self.meter, self.device, self.seed = meter, device, seed
+        self.forward_flops = flops          # current per-sample forward FLOPs (depends on the masks)
+        self.progress = progress
+        self.use_amp = device.type == "cuda"
+        self.channels_last = device.type == "cuda" and len(data.input_shape) == 3
+        self._streams: dict[int, BatchStream] = {}
+        self.started = time.perf_counter()
+
+    def stream(self, data_seed: int | None = None) -> BatchStream:
+        key = self.seed if data_seed is None else data_seed
+        if key not in self._streams:
+            self._streams[key] = BatchStream(
+                self.data.train_x, self.data.train_y, batch_size=self.recipe.batch_size, data_seed=key,
+                augmentation=self.data.augmentation, mean=self.data.mean, std=self.data.std,
+                device=self.device, channels_last=self.channels_last)
+        return self._streams[key]
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.stream().steps_per_epoch
+
+    def batch_size_at(self, step: int) -> int:
+        """Samples in the batch of ``step`` (the last batch of an epoch is smaller)."""
+        spe, bs, n = self.steps_per_epoch, self.recipe.batch_size, self.data.n_train
+        return n - (spe - 1) * bs if step % spe == spe - 1 else bs
+
+    def steps_for_samples(self, samples: int, start_step: int = 0) -> int:
+        """The most steps from ``start_step`` whose batches add up to at most ``samples``."""
+        spe, n = self.steps_per_epoch, self.data.n_train
+        step = start_step
+        while step % spe and samples >= self.batch_size_at(step):  # finish the current epoch
+            samples -= self.batch_size_at(step)
+            step += 1
+        if step % spe == 0:
+            full, samples = divmod(samples, n)
+            step += full * spe
+            step += min(samples // self.recipe.batch_size, spe - 1)
+        return step - start_step
+
+    def schedule(self, total_steps: int) -> LRSchedule:
+        warmup = round(self.recipe.warmup_epochs * self.steps_per_epoch)
+        return LRSchedule(self.recipe, total_steps, warmup)
+
+    def train(self, steps: int, *, start_step: int = 0, schedule_steps: int | None = None,
+              data_seed: int | None = None, callbacks: Sequence[TrainCallback] = (),
+              optimizer: torch.optim.Optimizer | None = None,
+              scheduler_factory: Callable[[torch.optim.Optimizer], object] | None = None,
+              label: str = "train", desc: str = "train") -> TrainResult:
+        """Train for ``steps`` steps, the schedule positioned at ``start_step`` of a ``schedule_steps`` run.
+
+        A fresh optimizer is built unless one is passed (to continue with its momentum). The learning
+        rate follows the suite's schedule over ``schedule_steps`` (default ``start_step + steps``), or
+        the scheduler ``scheduler_factory(optimizer)`` returns (stepped once per step).
+        """
+        model, masks = self.model, self.masks
+        stream = self.stream(data_seed)
+        optimizer = optimizer or make_optimizer(model, self.recipe)
+        if scheduler_factory is not None:
+            scheduler = scheduler_factory(optimizer)
+        else:
+            schedule = self.schedule(schedule_steps or (start_step + steps))
+            for group in optimizer.param_groups:
+                group["lr"] = schedule.lr(start_step)
+            scheduler = None
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        model.train()
+        masks.apply()
+        state = StepState(model=model, optimizer=optimizer, masks=masks, step=start_step)
+        for cb in callbacks:
+            cb.on_train_start(state)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.use_amp else nullcontext()
+        flops_version, fwd_flops = -1, 0.0
+        losses: list[torch.Tensor] = []
+        t0 = time.perf_counter()
+        bar = tqdm(total=steps, desc=desc, leave=False, disable=not self.progress, unit="step")
+        for step in range(start_step, start_step + steps):
+            state.step = step
+            if scheduler is None:
+                lr = schedule.lr(step)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+            x, y = stream.batch(step)
+            if masks.version != flops_version:
+                flops_version, fwd_flops = masks.version, self.forward_flops()
+            self.meter.charge(len(y), flops=len(y) * TRAIN_FLOPS_PER_FORWARD * fwd_flops, label=label)
+            self._check_wall_clock()
+            state.inputs, state.targets = x, y
+            with autocast:
+                out = model(x)
+                loss = F.cross_entropy(out.float(), y, label_smoothing=self.recipe.label_smoothing)
+            state.outputs, state.loss = out, loss
+            for cb in callbacks:
+                extra = cb.extra_loss(state)
+                if extra is not None:
+                    loss = loss + extra
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            for cb in callbacks:
+                cb.after_backward(state)
+            masks.mask_grads()
+            if not any(cb.skip_optimizer_step(state) for cb in callbacks):
+                optimizer.step()
+                masks.apply()
+            if scheduler is not None:
+                scheduler.step()
+            losses.append(loss.detach())
+            for cb in callbacks:
+                cb.on_step_end(state)
+            if (step + 1) % stream.steps_per_epoch == 0:
+                state.epoch = (step + 1) // stream.steps_per_epoch
+                bar.set_postfix(epoch=state.epoch, loss=f"{float(loss.detach()):.3f}")
+                for cb in callbacks:
+                    cb.on_epoch_end(state)
+            bar.update()
+        bar.close()
+        loss_values = torch.stack(losses).float().tolist() if losses else []
+        if any(math.isnan(v) for v in loss_values):
+            raise FloatingPointError(f"training loss became NaN (first at step "
+                                     f"{start_step + next(i for i, v in enumerate(loss_values) if math.isnan(v))})")
+        return TrainResult(optimizer=optimizer, end_step=start_step + steps, steps=steps,
+                           mean_loss=sum(loss_values) / max(len(loss_values), 1),
+                           seconds=time.perf_counter() - t0, losses=loss_values)
+
+    def _check_wall_clock(self) -> None:
+        cap = self.meter.max_seconds
+        if cap is not None and time.perf_counter() - self.started > cap:
+            raise BudgetExceeded(f"wall-clock cap of {cap:g} s reached")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, data: DataBundle, *,
+             device: torch.device, batch_size: int = 1024) -> EvalResult:
+    """Top-1 (and top-5 where there are more than 5 classes) accuracy and mean loss, in eval mode."""
+    if len(y) == 0:
+        return EvalResult(acc=float("nan"), loss=float("nan"), top5=None, n=0)
+    was_training = model.training
+    model.eval()
+    correct = correct5 = 0
+    loss_sum = 0.0
+    channels_last = device.type == "cuda" and len(data.input_shape) == 3
+    for xb, yb in iterate_batches(x, y, batch_size=batch_size, mean=data.mean, std=data.std,
+                                  device=device, channels_last=channels_last):
+        out = model(xb).float()
+        loss_sum += float(F.cross_entropy(out, yb, reduction="sum"))
+        correct += int((out.argmax(1) == yb).sum())
+        if data.num_classes > 5:
+            correct5 += int((out.topk(5, dim=1).indices == yb[:, None]).any(1).sum())
+    model.train(was_training)
+    n = len(y)
+    return EvalResult(acc=correct / n, loss=loss_sum / n, top5=correct5 / n if data.num_classes > 5 else None, n=n)
+
+
+def recalibrate_bn(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Recompute BatchNorm running statistics from ``batches`` (``torch.optim.swa_utils.update_bn``)."""
+    torch.optim.swa_utils.update_bn((x for x, _ in batches), model)
