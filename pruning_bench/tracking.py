@@ -29,6 +29,26 @@ def default_tracking_uri(results_dir: str | Path) -> str:
     return f"sqlite:///{Path(results_dir).resolve() / 'mlflow.db'}"
 
 
+@contextmanager
+def tracking_uri_scope(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API (``mlflow.search_runs``) at ``uri`` for a block.
+
+    ``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI`` into the environment; that is undone
+    on exit so a later default (which honours the user's variable) is not silently redirected.
+    """
+    import mlflow
+
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
+
+
 def _quiet_mlflow() -> None:
     for name in ("alembic", "mlflow", "mlflow.store.db.utils", "mlflow.tracking"):
         logging.getLogger(name).setLevel(logging.WARNING)

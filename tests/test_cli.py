@@ -1,0 +1,167 @@
+"""End to end through the CLI into a temporary MLflow store, and every bad input -> one line, exit 2."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from click.testing import CliRunner
+
+from pruning_bench.cli import main
+
+
+def bench(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """One real smoke sweep of three methods, shared by the tests below."""
+    root = tmp_path_factory.mktemp("store")
+    result = bench("run", "--suite", "smoke", "--methods", "dense,global_magnitude,snip",
+                   "--sparsities", "0.5,0.8", "--seeds", "2", "--epochs", "2", "--results-dir", str(root),
+                   "--no-progress")
+    assert result.exit_code == 0, result.output
+    return root, result.output
+
+
+def runs_of(root):
+    from pruning_bench.report import load_runs
+    return load_runs(f"sqlite:///{root}/mlflow.db", "smoke")
+
+
+def test_run_records_every_trial_with_the_schema(store):
+    root, output = store
+    runs = runs_of(root)
+    assert len(runs) == 2 + 2 * 2 * 2  # dense x 2 seeds + 2 methods x 2 sparsities x 2 seeds
+    for metric in ("test_acc", "test_loss", "sparsity", "nonzero_params", "total_params", "flops_dense",
+                   "flops_effective", "train_flops", "epochs_charged", "train_seconds", "peak_memory_mb",
+                   "val_acc", "empty_layers"):
+        assert runs[f"metrics.{metric}"].notna().all(), metric
+    for tag in ("trial_key", "method", "suite", "seed", "target_sparsity", "budget_policy", "device",
+                "torch_version", "git_commit"):
+        assert runs[f"tags.{tag}"].notna().all(), tag
+    pruned = runs[runs["tags.method"] != "dense"]
+    assert ((pruned["metrics.sparsity"] - pruned["tags.target_sparsity"].astype(float)).abs() < 1e-3).all()
+    assert (runs["metrics.epochs_charged"] == 2.0).all()  # equal policy: everyone used the same budget
+    assert (runs["tags.mlflow.parentRunId"].nunique()) == 1   # children of one sweep run
+    assert "[10/10]" in output and "| snip" in output
+
+
+def test_layer_table_artifact(store):
+    import csv
+
+    from mlflow.tracking import MlflowClient
+    root, _ = store
+    runs = runs_of(root)
+    run_id = runs[runs["tags.method"] == "snip"]["run_id"].iloc[0]
+    client = MlflowClient(f"sqlite:///{root}/mlflow.db")
+    path = client.download_artifacts(run_id, "layer_sparsity.csv", str(root / "dl"))
+    rows = list(csv.DictReader(open(path)))
+    assert [r["layer"] for r in rows][0].endswith(".weight")
+    total = sum(int(r["params"]) for r in rows)
+    nonzero = sum(int(r["nonzero"]) for r in rows)
+    assert total == runs[runs["run_id"] == run_id]["metrics.total_params"].iloc[0]
+    assert nonzero == runs[runs["run_id"] == run_id]["metrics.nonzero_params"].iloc[0]
+
+
+def test_second_identical_run_runs_nothing(store):
+    root, _ = store
+    result = bench("run", "--suite", "smoke", "--methods", "dense,global_magnitude,snip",
+                   "--sparsities", "0.5,0.8", "--seeds", "2", "--epochs", "2", "--results-dir", str(root),
+                   "--no-progress")
+    assert result.exit_code == 0
+    assert "Nothing to run: all 10 trials" in result.output
+    assert len(runs_of(root)) == 10
+
+
+def test_report_prints_the_leaderboard(store):
+    root, _ = store
+    result = bench("report", "--suite", "smoke", "--results-dir", str(root))
+    assert result.exit_code == 0, result.output
+    assert "snip" in result.output and "global_magnitude" in result.output and "dense" in result.output
+
+
+def test_dry_run_prints_plan_and_records_nothing(tmp_path):
+    result = bench("run", "--suite", "smoke", "--methods", "snip", "--sparsities", "0.5,0.9", "--seeds", "0,3",
+                   "--results-dir", str(tmp_path), "--dry-run")
+    assert result.exit_code == 0
+    assert "4 trials" in result.output and "snip s=0.9 seed=3" in result.output
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--suite", "nope"], "unknown suite 'nope'"),
+    (["run", "--suite", "smoke", "--methods", "snipp"], "unknown method 'snipp'. Did you mean 'snip'?"),
+    (["run", "--suite", "smoke", "--sparsities", "0.5,1.2"], "sparsity 1.2 is out of range"),
+    (["run", "--suite", "smoke", "--sparsities", "abc"], "'abc' is not a number"),
+    (["run", "--suite", "smoke", "--seeds", "x"], "--seeds: 'x' is not a count"),
+    (["run", "--suite", "smoke", "--epochs", "0"], "--epochs must be > 0"),
+    (["run", "--suite", "cifar10", "--data-dir", "/nonexistent/cifar"], "/nonexistent/cifar"),
+    (["run", "--suite", "smoke", "--plugin", "/nonexistent/plugin.py"], "plugin file"),
+    (["report", "--suite", "never_ran"], "no runs recorded for suite 'never_ran'"),
+])
+def test_bad_input_exits_2_with_one_line(tmp_path, args, message):
+    result = CliRunner().invoke(main, [*args, "--results-dir", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    error_lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(error_lines) == 1 and message in error_lines[0], result.output
+
+
+def test_bad_input_does_not_touch_existing_records(store):
+    root, _ = store
+    before = (root / "mlflow.db").read_bytes()
+    result = CliRunner().invoke(main, ["run", "--suite", "smoke", "--methods", "bogus", "--results-dir", str(root)])
+    assert result.exit_code == 2
+    assert (root / "mlflow.db").read_bytes() == before
+
+
+def test_malformed_suite_file_exits_2(tmp_path):
+    path = tmp_path / "broken.toml"
+    path.write_text("[dataset]\nname = 'smoke'\n[model]\nname = 'smoke_cnn'\n[budget]\nepochs = 1\nbogus = 2\n")
+    result = CliRunner().invoke(main, ["run", "--suite", str(path), "--results-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "unknown key 'budget.bogus'" in result.output
+
+
+PLUGIN = textwrap.dedent('''
+    from dataclasses import dataclass
+    import torch
+    from pruning_bench import Method
+
+    @dataclass(frozen=True)
+    class RandomParams:
+        warm_epochs: float = 0.0
+
+    class RandomPruning(Method):
+        """Random unstructured pruning at init (a plugin from a file)."""
+        name = "random_prune"
+        Params = RandomParams
+
+        def run(self, ctx):
+            scores = {n: torch.rand(p.shape, generator=ctx.generator) for n, p in ctx.masks.params.items()}
+            ctx.masks.prune_to_global(scores, ctx.target_sparsity)
+            ctx.train(steps=ctx.budget_steps)
+''')
+
+
+def test_plugin_file_runs_and_lands_in_mlflow(tmp_path):
+    plugin = tmp_path / "my_method.py"
+    plugin.write_text(PLUGIN)
+    result = bench("run", "--suite", "smoke", "--plugin", str(plugin), "--methods", "random_prune",
+                   "--sparsities", "0.7", "--epochs", "1", "--results-dir", str(tmp_path), "--no-progress")
+    assert result.exit_code == 0, result.output
+    runs = runs_of(tmp_path)
+    assert list(runs["tags.method"]) == ["random_prune"]
+    assert runs["status"].iloc[0] == "FINISHED"
+    assert abs(runs["metrics.sparsity"].iloc[0] - 0.7) < 1e-3
+    listed = bench("list", "methods", "--plugin", str(plugin))
+    assert "random_prune" in listed.output and "a plugin from a file" in listed.output
+
+
+def test_list_commands():
+    assert "mnist1d" in bench("list", "suites").output
+    assert "resnet20" in bench("list", "models").output
+    methods = bench("list", "methods").output
+    for name in ("dense", "global_magnitude", "snip"):
+        assert name in methods

@@ -1,0 +1,69 @@
+"""Suites load and validate; trial keys are stable and distinct; the plan covers the grid."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from pruning_bench.errors import BenchError
+from pruning_bench.methods.dense import Dense
+from pruning_bench.methods.snip import Snip, SnipParams
+from pruning_bench.suite import builtin_suites, load_suite
+from pruning_bench.trial import build_plan
+
+
+def test_every_builtin_suite_loads():
+    assert {"mnist1d", "digits", "cifar10", "cifar100", "smoke"} <= set(builtin_suites())
+    for name in builtin_suites():
+        suite = load_suite(name)
+        assert suite.name == name and suite.budget.epochs > 0
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[dataset]\nname = "smoke"\n[model]\nname = "smoke_cnn"\n[budget]\nepochs = 1\n[recipe]\nlrr = 0.1\n',
+     "unknown key 'recipe.lrr'"),
+    ('[dataset]\nname = "smoke"\n[model]\nname = "smoke_cnn"\n[budget]\nepochs = "ten"\n',
+     "key 'budget.epochs' must be float"),
+    ('sparsities = [0.5, 1.5]\n[dataset]\nname = "smoke"\n[model]\nname = "smoke_cnn"\n[budget]\nepochs = 1\n',
+     "sparsity 1.5 is out of range"),
+    ('[dataset]\nname = "smoke"\n[model]\nname = "smoke_cnn"\n', "missing required key 'budget'"),
+    ('[dataset\nname = "smoke"\n', "not valid TOML"),
+])
+def test_malformed_suite_files(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(BenchError, match=message) as err:
+        load_suite(str(path))
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_unknown_suite_name_suggests():
+    with pytest.raises(BenchError, match="Did you mean 'mnist1d'"):
+        load_suite("mnist1")
+
+
+def test_trial_keys_stable_and_distinct():
+    suite = load_suite("smoke")
+    plan = build_plan(suite, [Dense, Snip], [0.5, 0.8], [0, 1], "equal")
+    again = build_plan(load_suite("smoke"), [Dense, Snip], [0.5, 0.8], [0, 1], "equal")
+    assert [t.key for t in plan] == [t.key for t in again]
+    assert len({t.key for t in plan}) == len(plan) == 2 + 4  # dense: one trial per seed
+    other_policy = build_plan(suite, [Snip], [0.5], [0], "native")[0]
+    other_epochs = build_plan(suite.with_overrides(**{"budget.epochs": 7}), [Snip], [0.5], [0], "equal")[0]
+    other_params = build_plan(suite, [Snip], [0.5], [0], "equal",
+                              params={"snip": SnipParams(score_batch_size=7)})[0]
+    base = plan[2]
+    assert base.method == "snip" and base.target_sparsity == 0.5 and base.seed == 0
+    assert len({base.key, other_policy.key, other_epochs.key, other_params.key}) == 4
+    # the description of a suite does not change what a trial computes
+    described = dataclasses.replace(suite, description="another text")
+    assert build_plan(described, [Snip], [0.5], [0], "equal")[0].key == base.key
+
+
+def test_suite_method_params_are_validated(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('[dataset]\nname = "smoke"\n[model]\nname = "smoke_cnn"\n[budget]\nepochs = 1\n'
+                    '[method_params.snip]\nscore_batch_sise = 3\n')
+    with pytest.raises(BenchError, match="no parameter 'score_batch_sise'"):
+        build_plan(load_suite(str(path)), [Snip], [0.5], [0], "equal")

@@ -1,0 +1,84 @@
+"""The shared training loop: schedules, schedule continuation, callbacks, determinism."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import make_context
+
+from pruning_bench.suite import Recipe
+from pruning_bench.training import LRSchedule, TrainCallback
+
+
+def test_cosine_and_step_schedules():
+    cos = LRSchedule(Recipe(lr=0.1, schedule="cosine"), total_steps=100)
+    assert cos.lr(0) == pytest.approx(0.1)
+    assert cos.lr(50) == pytest.approx(0.05)
+    assert cos.lr(100) == pytest.approx(0.0, abs=1e-12)
+    step = LRSchedule(Recipe(lr=0.1, schedule="step", milestones=[0.5, 0.75], gamma=0.1), total_steps=100)
+    assert [step.lr(s) for s in (0, 49, 50, 74, 75)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001])
+    warm = LRSchedule(Recipe(lr=0.1, schedule="constant"), total_steps=100, warmup_steps=10)
+    assert warm.lr(0) == pytest.approx(0.01) and warm.lr(9) == pytest.approx(0.1)
+
+
+class RecordLR(TrainCallback):
+    def __init__(self) -> None:
+        self.lrs: list[float] = []
+        self.steps: list[int] = []
+
+    def on_step_end(self, state) -> None:
+        self.lrs.append(state.optimizer.param_groups[0]["lr"])
+        self.steps.append(state.step)
+
+
+def test_schedule_continues_from_start_step():
+    ctx = make_context(policy="native", epochs=1)
+    rec = RecordLR()
+    ctx.train(steps=5, start_step=10, schedule_steps=40, callbacks=[rec])
+    assert rec.steps == list(range(10, 15))
+    expected = [0.05 * 0.5 * (1 + math.cos(math.pi * s / 40)) for s in range(10, 15)]
+    assert rec.lrs == pytest.approx(expected)
+
+
+def test_same_seed_same_result_and_data_seed_changes_it():
+    a, b, c = make_context(policy="native"), make_context(policy="native"), make_context(policy="native")
+    a.train(steps=6)
+    b.train(steps=6)
+    c.train(steps=6, data_seed=99)
+    wa, wb, wc = (torch.cat([p.detach().flatten() for p in m.model.parameters()]) for m in (a, b, c))
+    assert torch.equal(wa, wb)
+    assert not torch.equal(wa, wc)
+
+
+def test_skip_optimizer_step_and_extra_loss():
+    class Skip(TrainCallback):
+        def skip_optimizer_step(self, state):
+            return True
+
+    ctx = make_context(policy="native")
+    before = [p.detach().clone() for p in ctx.model.parameters()]
+    ctx.train(steps=3, callbacks=[Skip()])
+    # BN running stats move, but no parameter changes without an optimizer step
+    assert all(torch.equal(b, p.detach()) for b, p in zip(before, ctx.model.parameters()))
+
+    class Penalty(TrainCallback):
+        def extra_loss(self, state):
+            return 3.0 * sum((p ** 2).sum() for p in state.model.parameters())
+
+    ctx2 = make_context(policy="native")
+    norm0 = sum(float((p.detach() ** 2).sum()) for p in ctx2.model.parameters())
+    ctx2.train(steps=5, callbacks=[Penalty()])
+    assert sum(float((p ** 2).sum()) for p in ctx2.model.parameters()) < 0.5 * norm0
+
+
+def test_snapshot_restore_rewinds_weights_and_masks():
+    ctx = make_context(policy="native")
+    snap = ctx.snapshot()
+    ctx.train(steps=3)
+    ctx.masks.prune_to_global({n: p.detach().abs() for n, p in ctx.masks.params.items()}, 0.5)
+    ctx.restore(snap)
+    for name, value in snap["model"].items():
+        assert torch.equal(ctx.model.state_dict()[name], value)
+    assert ctx.masks.sparsity() == 0.0
