@@ -57,7 +57,8 @@ def test_layer_table_artifact(store):
     run_id = runs[runs["tags.method"] == "snip"]["run_id"].iloc[0]
     client = MlflowClient(f"sqlite:///{root}/mlflow.db")
     path = client.download_artifacts(run_id, "layer_sparsity.csv", str(root / "dl"))
-    rows = list(csv.DictReader(open(path)))
+    with open(path) as fh:
+        rows = list(csv.DictReader(fh))
     assert [r["layer"] for r in rows][0].endswith(".weight")
     total = sum(int(r["params"]) for r in rows)
     nonzero = sum(int(r["nonzero"]) for r in rows)

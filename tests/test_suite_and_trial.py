@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-
-from pruning_bench.errors import BenchError
 from pruning_bench.methods.dense import Dense
 from pruning_bench.methods.snip import Snip, SnipParams
+
+from pruning_bench.errors import BenchError
 from pruning_bench.suite import builtin_suites, load_suite
 from pruning_bench.trial import build_plan
 
