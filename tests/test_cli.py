@@ -166,3 +166,56 @@ def test_list_commands():
     methods = bench("list", "methods").output
     for name in ("dense", "global_magnitude", "snip"):
         assert name in methods
+
+
+def test_save_model_logs_weights_loadable_with_weights_only(tmp_path):
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    result = bench("run", "--suite", "smoke", "--methods", "snip", "--sparsities", "0.6", "--epochs", "1",
+                   "--save-model", "--results-dir", str(tmp_path), "--no-progress")
+    assert result.exit_code == 0, result.output
+    run_id = runs_of(tmp_path)["run_id"].iloc[0]
+    path = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").download_artifacts(run_id, "model.pt", str(tmp_path))
+    saved = torch.load(path, weights_only=True)
+    kept = sum(int(m.sum()) for m in saved["masks"].values())
+    total = sum(m.numel() for m in saved["masks"].values())
+    assert abs(1 - kept / total - 0.6) < 1e-2
+    for name, mask in saved["masks"].items():
+        assert (saved["state_dict"][name][~mask] == 0).all()
+
+
+INTERRUPTING = textwrap.dedent('''
+    import os
+    from pruning_bench import Method
+
+    class Interrupting(Method):
+        """Trains, but raises Ctrl-C at seed 1 while the marker file exists."""
+        name = "interrupting"
+
+        def run(self, ctx):
+            if ctx.seed == 1 and os.path.exists(os.environ["INTERRUPT_MARKER"]):
+                raise KeyboardInterrupt
+            ctx.train(steps=ctx.budget_steps)
+''')
+
+
+def test_interrupted_sweep_resumes_without_redoing_finished_trials(tmp_path, monkeypatch):
+    plugin = tmp_path / "interrupting.py"
+    plugin.write_text(INTERRUPTING)
+    marker = tmp_path / "marker"
+    marker.write_text("x")
+    monkeypatch.setenv("INTERRUPT_MARKER", str(marker))
+    args = ["run", "--suite", "smoke", "--plugin", str(plugin), "--methods", "interrupting", "--sparsities",
+            "0.5", "--seeds", "3", "--epochs", "1", "--results-dir", str(tmp_path), "--no-progress"]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code != 0 and "run the same command again to resume" in first.output
+    from pruning_bench.report import load_runs
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert list(load_runs(uri, "smoke")["tags.seed"]) == ["0"]             # seed 0 finished
+    assert list(load_runs(uri, "smoke", status="KILLED")["tags.seed"]) == ["1"]  # seed 1 recorded KILLED
+    marker.unlink()
+    second = bench(*args)
+    assert second.exit_code == 0, second.output
+    assert "Skipping 1 finished trials; running 2 of 3" in second.output
+    assert sorted(load_runs(uri, "smoke")["tags.seed"]) == ["0", "1", "2"]
