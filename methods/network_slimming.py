@@ -1,0 +1,203 @@
+"""Network slimming: L1 on BN scaling factors, prune channels by one global threshold, fine-tune.
+
+Liu, Li, Shen, Huang, Yan & Zhang, "Learning Efficient Convolutional Networks through Network Slimming",
+ICCV 2017, §3 (channel-level sparsity via BN scaling factors) and §4.3 (training, pruning, fine-tuning).
+Reference code: ``liuzhuang13/slimming`` (Lua) and ``Eric-mingjie/rethinking-network-pruning``
+(``cifar/network-slimming``: ``main.py::updateBN``, ``vggprune.py``, ``resprune.py``).
+
+Algorithm:
+1. Every BN scaling factor gamma starts at 0.5 (reference ``_initialize_weights``).
+2. Sparsity training with the suite's recipe: after each backward, lambda * sign(gamma) is added to every
+   BN weight's gradient (``updateBN``), via a training-loop callback. lambda: 1e-4 for networks without
+   residual additions (VGG-like), 1e-5 for residual ones (ResNet), unless ``l1_lambda`` is given.
+3. Prune: |gamma| of every prunable channel (``pruning_bench.shrink``: conv -> BN -> ... -> conv/linear
+   chains; residual streams are never narrowed) in one vector, one global threshold. A layer keeps at
+   least one channel and at most ``max_layer_prune`` of its channels are pruned (pitfall 8).
+   - ``channel_fraction`` > 0 (the paper's ``percent``): thre = sorted[int(total * fraction)], channels
+     with |gamma| <= thre are pruned (the reference's ``gt(thre)`` keep rule).
+   - default (``channel_fraction`` = 0): the harness's target is a *parameter* sparsity; the fewest
+     smallest-|gamma| channels are pruned whose removal reaches at least that sparsity of conv/linear
+     weights. A target the structure cannot reach fails the trial before any training.
+4. Build the physically smaller network (slicing; no Torch-Pruning) and ``ctx.replace_model`` it.
+5. Fine-tune without the L1 term, schedule restarted; the final epoch is reported (never the best one).
+
+Budgets: ``equal``: sparsity training gets ``1 - finetune_fraction`` of the suite's budget, fine-tuning
+the rest (default 50/50). ``native``: sparsity training for the full budget, then fine-tuning for
+``native_finetune`` x the budget (default 1.0: the paper fine-tunes with the same setting as training;
+the rethinking port uses 40 of 160 epochs, 0.25).
+
+Where the references differ: the global threshold is taken over prunable channels only (in the VGG
+reference every BN is prunable; in ``resprune.py`` the residual-stream BNs are "selected", not removed).
+Pruned channels' BN shift beta is dropped, not folded into the next layer (as the reference).
+Logged: ``channels_kept.<bn>`` per layer, ``channels_kept_fraction``, ``latency_dense_ms`` (the unpruned
+model, same protocol as the runner's ``latency_ms`` of the shrunk one), ``pruned_val_acc``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from pruning_bench.context import Context
+from pruning_bench.errors import BenchError
+from pruning_bench.latency import measure_latency
+from pruning_bench.method import Method
+from pruning_bench.shrink import BATCHNORMS, ChannelGroup, Structure, analyze, shrink, shrunk_weight_counts
+from pruning_bench.training import StepState, TrainCallback
+
+LAMBDA_PLAIN, LAMBDA_RESIDUAL = 1e-4, 1e-5  # paper §4.3: VGG 1e-4; ResNet-164 / DenseNet-40 1e-5
+
+
+@dataclass(frozen=True)
+class NetworkSlimmingParams:
+    l1_lambda: float | None = None   # None: 1e-4 without residual additions, 1e-5 with
+    gamma_init: float = 0.5
+    channel_fraction: float = 0.0    # > 0: prune this fraction of channels (ignores the target sparsity)
+    max_layer_prune: float = 1.0     # at most this fraction of a layer's channels (one is always kept)
+    finetune_fraction: float = 0.5   # equal: share of the budget for fine-tuning
+    native_finetune: float = 1.0     # native: fine-tuning length in budgets (paper 1.0)
+
+    def validate(self) -> None:
+        if self.l1_lambda is not None and (isinstance(self.l1_lambda, bool) or self.l1_lambda < 0):
+            raise ValueError(f"l1_lambda must be a number >= 0, got {self.l1_lambda!r}")
+        if not 0 <= self.channel_fraction < 1:
+            raise ValueError(f"channel_fraction must be in [0, 1), got {self.channel_fraction}")
+        if not 0 < self.max_layer_prune <= 1:
+            raise ValueError(f"max_layer_prune must be in (0, 1], got {self.max_layer_prune}")
+        if not 0 < self.finetune_fraction < 1:
+            raise ValueError(f"finetune_fraction must be in (0, 1), got {self.finetune_fraction}")
+        if self.native_finetune < 0:
+            raise ValueError(f"native_finetune must be >= 0, got {self.native_finetune}")
+
+
+class BNL1(TrainCallback):
+    """Adds lambda * sign(gamma) to every BN weight's gradient (subgradient of lambda * sum |gamma|)."""
+
+    def __init__(self, batchnorms: Sequence[nn.Module], lam: float) -> None:
+        self.weights = [bn.weight for bn in batchnorms if bn.weight is not None]
+        self.lam = lam
+
+    @torch.no_grad()
+    def after_backward(self, state: StepState) -> None:
+        for w in self.weights:
+            if w.grad is not None:
+                w.grad.add_(torch.sign(w), alpha=self.lam)
+
+
+def prune_order(gammas: dict[str, torch.Tensor], max_layer_prune: float) -> list[tuple[str, int, float]]:
+    """Channels (bn, index, |gamma|) in pruning order: ascending |gamma| globally, skipping those a
+    layer must keep (at least one, and no more than ``max_layer_prune`` of it pruned)."""
+    entries = sorted(((float(v), bn, i) for bn, g in gammas.items() for i, v in enumerate(g.abs().tolist())),
+                     key=lambda e: e[0])
+    limit = {bn: min(len(g) - 1, int(max_layer_prune * len(g))) for bn, g in gammas.items()}
+    pruned = dict.fromkeys(gammas, 0)
+    order = []
+    for value, bn, i in entries:
+        if pruned[bn] < limit[bn]:
+            pruned[bn] += 1
+            order.append((bn, i, value))
+    return order
+
+
+def kept_counts(groups: Sequence[ChannelGroup], order: Sequence[tuple[str, int, float]], k: int) -> dict[str, int]:
+    kept = {g.bn: g.channels for g in groups}
+    for bn, _, _ in order[:k]:
+        kept[bn] -= 1
+    return kept
+
+
+def fewest_to_reach(sparsity_of: Callable[[int], float], n: int, target: float) -> int:
+    """Smallest k in [0, n] with sparsity_of(k) >= target (sparsity_of is non-decreasing)."""
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if sparsity_of(mid) >= target - 1e-12:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+class NetworkSlimming(Method):
+    """Network slimming (Liu et al., ICCV 2017): structured, the model is physically shrunk."""
+
+    name = "network_slimming"
+    Params = NetworkSlimmingParams
+    structured = True
+
+    def run(self, ctx: Context) -> None:
+        p: NetworkSlimmingParams = self.params
+        structure = self._structure(ctx)
+        total = ctx.masks.total()
+        sparsity_of = self._sparsity_fn(ctx.model, structure.groups, total)
+        if not p.channel_fraction:
+            self._check_reachable(ctx, structure.groups, sparsity_of)
+        bns = [ctx.model.get_submodule(n) for n in structure.batchnorms]
+        with torch.no_grad():
+            for bn in bns:
+                bn.weight.fill_(p.gamma_init)
+        lam = p.l1_lambda if p.l1_lambda is not None else (LAMBDA_RESIDUAL if structure.residual else LAMBDA_PLAIN)
+        ctx.log("l1_lambda", lam)
+        equal = ctx.budget.policy == "equal"
+        sparse_epochs = (1 - p.finetune_fraction) * ctx.budget_epochs if equal else ctx.budget_epochs
+        ctx.train(steps=ctx.epochs_to_steps(sparse_epochs), callbacks=[BNL1(bns, lam)], desc="sparsity")
+        ctx.log("sparse_val_acc", ctx.evaluate("val").acc)
+        ctx.log("latency_dense_ms", measure_latency(ctx.model, ctx.data.input_shape, ctx.device))
+
+        keep = self._select(ctx, structure.groups, sparsity_of)
+        ctx.replace_model(shrink(ctx.model, structure.groups, keep))
+        self._log_channels(ctx, structure.groups, keep)
+        ctx.log("pruned_val_acc", ctx.evaluate("val").acc)
+        finetune = ctx.remaining_steps() if equal else ctx.epochs_to_steps(p.native_finetune * ctx.budget_epochs)
+        ctx.train(steps=finetune, desc="finetune")
+
+    @staticmethod
+    def _structure(ctx: Context) -> Structure:
+        if not any(isinstance(m, BATCHNORMS) for m in ctx.model.modules()):
+            raise BenchError(f"network_slimming needs BatchNorm layers; model {type(ctx.model).__name__} has none")
+        structure = analyze(ctx.model, ctx.data.input_shape)
+        if not structure.groups:
+            raise BenchError(f"network_slimming found no prunable conv -> BN -> conv/linear channel chain in "
+                             f"{type(ctx.model).__name__} (residual streams and grouped convs are not pruned)")
+        return structure
+
+    @staticmethod
+    def _sparsity_fn(model: nn.Module, groups: Sequence[ChannelGroup], total: int) -> Callable[[dict], float]:
+        def sparsity(kept: dict[str, int]) -> float:
+            return 1.0 - sum(shrunk_weight_counts(model, list(groups), kept).values()) / total
+        return sparsity
+
+    def _check_reachable(self, ctx: Context, groups: Sequence[ChannelGroup], sparsity_of: Callable) -> None:
+        cap = self.params.max_layer_prune
+        most = {g.bn: g.channels - min(g.channels - 1, int(cap * g.channels)) for g in groups}
+        reach = sparsity_of(most)
+        if reach < ctx.target_sparsity:
+            raise RuntimeError(f"network_slimming can reach at most {reach:.4f} parameter sparsity on "
+                               f"{type(ctx.model).__name__} (prunable channels only, one kept per layer, "
+                               f"max_layer_prune={cap}); target {ctx.target_sparsity:g} is out of reach")
+
+    def _select(self, ctx: Context, groups: Sequence[ChannelGroup],
+                sparsity_of: Callable[[dict], float]) -> dict[str, torch.Tensor]:
+        """Kept channel indices per group from one global |gamma| threshold."""
+        gammas = {g.bn: ctx.model.get_submodule(g.bn).weight.detach().cpu() for g in groups}
+        order = prune_order(gammas, self.params.max_layer_prune)
+        if self.params.channel_fraction:
+            flat = torch.cat(list(gammas.values())).abs().sort().values
+            thre = float(flat[min(int(len(flat) * self.params.channel_fraction), len(flat) - 1)])
+            k = sum(1 for _, _, v in order if v <= thre)
+        else:
+            k = fewest_to_reach(lambda j: sparsity_of(kept_counts(groups, order, j)), len(order),
+                                ctx.target_sparsity)
+        pruned = {g.bn: set() for g in groups}
+        for bn, i, _ in order[:k]:
+            pruned[bn].add(i)
+        return {g.bn: torch.tensor([i for i in range(g.channels) if i not in pruned[g.bn]]) for g in groups}
+
+    @staticmethod
+    def _log_channels(ctx: Context, groups: Sequence[ChannelGroup], keep: dict[str, torch.Tensor]) -> None:
+        for g in groups:
+            ctx.log(f"channels_kept.{g.bn}", len(keep[g.bn]))
+        ctx.log("channels_kept_fraction", sum(len(v) for v in keep.values()) / sum(g.channels for g in groups))

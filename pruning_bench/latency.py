@@ -1,0 +1,55 @@
+"""Measured inference latency of a model: the wall-clock side of structured vs unstructured pruning.
+
+Masked (unstructured) models run dense kernels, so their latency equals the dense model's; only a
+physically smaller network (structured pruning) is faster (methods.md, pitfall 10). One protocol for every
+trial: eval mode, no autograd, a fixed batch of zeros, ``warmup`` untimed forward passes, then the median
+of ``repeats`` timed ones. CUDA: CUDA events around each pass; CPU: ``time.perf_counter``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+from torch import nn
+
+BATCH_SIZE = 64
+WARMUP = 3
+REPEATS = 10
+
+
+@torch.inference_mode()
+def measure_latency(model: nn.Module, input_shape: tuple[int, ...], device: torch.device | str, *,
+                    batch_size: int = BATCH_SIZE, warmup: int = WARMUP, repeats: int = REPEATS) -> float:
+    """Median milliseconds of one forward pass of a ``batch_size`` batch on ``device``."""
+    if batch_size < 1 or repeats < 1 or warmup < 0:
+        raise ValueError("batch_size and repeats must be >= 1, warmup >= 0")
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    x = torch.zeros((batch_size, *input_shape), device=device)
+    if device.type == "cuda" and len(input_shape) == 3:
+        x = x.to(memory_format=torch.channels_last)  # as the training loop and evaluation use
+    try:
+        for _ in range(warmup):
+            model(x)
+        times = [_time_cuda(model, x) if device.type == "cuda" else _time_cpu(model, x) for _ in range(repeats)]
+    finally:
+        model.train(was_training)
+    return statistics.median(times)
+
+
+def _time_cpu(model: nn.Module, x: torch.Tensor) -> float:
+    start = time.perf_counter()
+    model(x)
+    return (time.perf_counter() - start) * 1e3
+
+
+def _time_cuda(model: nn.Module, x: torch.Tensor) -> float:
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    model(x)
+    end.record()
+    torch.cuda.synchronize(x.device)
+    return start.elapsed_time(end)
