@@ -94,13 +94,15 @@ def parse_seeds(value: str | None) -> list[int] | None:
 @click.option("--plugin", "plugins", multiple=True, type=click.Path(dir_okay=False),
               help="A Python file defining extra Method classes (repeatable).")
 @click.option("--device", help="torch device, e.g. cuda:1 or cpu (default: CUDA when present, else CPU).")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="CPU threads for torch (default: 1 for small models, where more threads only add overhead).")
 @click.option("--rerun", is_flag=True, help="Run trials again even if a finished run with the same key exists.")
 @click.option("--dry-run", is_flag=True, help="Print the trial plan and exit.")
 @click.option("--save-model", is_flag=True, help="Also log the final weights and masks as an artifact.")
 @click.option("--no-progress", is_flag=True, help="No progress bars (one line per trial is still printed).")
 def run(suite_name: str, methods: str | None, sparsities: str | None, seeds: str | None, epochs: float | None,
         budget_policy: str | None, results_dir: Path, tracking_uri: str | None, data_dir: str | None,
-        download: bool, plugins: tuple[str, ...], device: str | None, rerun: bool, dry_run: bool,
+        download: bool, plugins: tuple[str, ...], device: str | None, threads: int | None, rerun: bool, dry_run: bool,
         save_model: bool, no_progress: bool) -> None:
     """Run a grid of trials (method x target sparsity x seed) and record each in MLflow.
 
@@ -135,7 +137,7 @@ def run(suite_name: str, methods: str | None, sparsities: str | None, seeds: str
         _print_plan(plan)
         return
     _run_sweep(suite, plan, {c.name: c for c in classes}, results_dir=results_dir, tracking_uri=tracking_uri,
-               device=device, rerun=rerun, save_model=save_model, progress=not no_progress)
+               device=device, rerun=rerun, save_model=save_model, progress=not no_progress, threads=threads)
 
 
 def _print_plan(plan) -> None:
@@ -146,7 +148,7 @@ def _print_plan(plan) -> None:
 
 
 def _run_sweep(suite, plan, classes, *, results_dir: Path, tracking_uri: str | None, device: str | None,
-               rerun: bool, save_model: bool, progress: bool) -> None:
+               rerun: bool, save_model: bool, progress: bool, threads: int | None) -> None:
     import time
 
     from pruning_bench.data import load_dataset
@@ -182,7 +184,7 @@ def _run_sweep(suite, plan, classes, *, results_dir: Path, tracking_uri: str | N
             try:
                 _, failed = run_plan(pending, classes, tracker=tracker, parent_id=parent_id,
                                      results_dir=results_dir, device=dev, save_model=save_model,
-                                     progress=progress, echo=click.echo)
+                                     progress=progress, echo=click.echo, threads=threads)
             except KeyboardInterrupt:
                 click.echo("\nInterrupted: finished trials are kept; run the same command again to resume.",
                            err=True)
@@ -200,29 +202,51 @@ def _run_sweep(suite, plan, classes, *, results_dir: Path, tracking_uri: str | N
 
 
 @main.command()
-@click.option("--suite", "suite_name", required=True, help="Suite (experiment) to report on.")
+@click.option("--suite", "suite_names", required=True, multiple=True,
+              help="Suite (experiment) to report on; several: comma-separated or the option repeated.")
 @click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
-              show_default=True)
+              show_default=True, help="Where the default MLflow store is and reports go.")
 @click.option("--tracking-uri", help="MLflow tracking URI (default as for `bench run`).")
-@click.option("--metric", default="test_acc", show_default=True, help="Metric to tabulate.")
+@click.option("--metric", default="test_acc", show_default=True,
+              help="Metric to tabulate (any metric the trials logged, e.g. test_acc, val_acc, test_loss).")
+@click.option("--budget-policy", type=click.Choice(POLICIES),
+              help="Only runs of this budget policy (default: all; mixed policies are split and warned about).")
+@click.option("--format", "formats", default="md,html,csv", show_default=True,
+              help="Comma-separated outputs: md (report.md + PNG plots), html (one self-contained file), "
+                   "csv (tidy leaderboard.csv).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              help="Directory for report files (default: <results-dir>/reports/<suite>).")
-def report(suite_name: str, results_dir: Path, tracking_uri: str | None, metric: str, out: Path | None) -> None:
-    """Build the leaderboard of a suite from the MLflow runs (Markdown on stdout and in report.md)."""
-    from pruning_bench.report import leaderboard_markdown, load_runs
+              help="Directory for report files (default: <results-dir>/reports/<suite>; with several suites "
+                   "<out>/<suite>).")
+@click.option("--no-log", is_flag=True, help="Do not store the report as artifacts of a 'report' run in MLflow.")
+def report(suite_names: tuple[str, ...], results_dir: Path, tracking_uri: str | None, metric: str,
+           budget_policy: str | None, formats: str, out: Path | None, no_log: bool) -> None:
+    """Build the comparison report of a suite from its MLflow runs: leaderboard (mean ± std over seeds,
+    best and statistically tied cells marked), cost and sanity tables, plots; as Markdown, HTML and CSV.
+
+    Example: bench report --suite mnist1d --budget-policy equal
+    """
+    from pruning_bench.report import build_report, load_runs, log_report_run, parse_formats, write_report
     from pruning_bench.tracking import default_tracking_uri
 
     uri = tracking_uri or default_tracking_uri(results_dir)
-    name = load_suite(suite_name).name if suite_name.endswith(".toml") else suite_name
-    runs = load_runs(uri, name)
-    if runs.empty:
-        raise BenchError(f"suite '{name}' has no finished trial runs in {uri}")
-    text = leaderboard_markdown(runs, metric)
-    out = out or results_dir / "reports" / name
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.md").write_text(f"# {name}: {metric}\n\n{text}\n")
-    click.echo(text)
-    click.echo(f"\nwritten: {out / 'report.md'}", err=True)
+    kinds = parse_formats(formats)
+    names = [n for value in suite_names for n in _split(value)]
+    if not names:
+        raise BenchError("--suite is empty; give a suite name, e.g. --suite mnist1d")
+    names = list(dict.fromkeys(names))
+    for raw in names:
+        name = load_suite(raw).name if raw.endswith(".toml") else raw
+        built = build_report(load_runs(uri, name, status=None), name, metric=metric, budget_policy=budget_policy,
+                             tracking_uri=uri)
+        target = (out / name if len(names) > 1 else out) if out else results_dir / "reports" / name
+        files = write_report(built, target, kinds)
+        click.echo(f"\n{name}: {built.metric_label}\n\n{built.leaderboard_markdown()}")
+        for line in built.warnings:
+            click.echo(f"warning: {line}", err=True)
+        if not no_log:
+            run_id = log_report_run(uri, built, files)
+            click.echo(f"logged as artifacts of report run {run_id}", err=True)
+        click.echo("written: " + ", ".join(str(f) for f in files), err=True)
 
 
 @main.command(name="list")

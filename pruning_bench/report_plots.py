@@ -1,0 +1,145 @@
+"""Report plots (matplotlib, Agg backend, PNG): accuracy vs sparsity, vs training cost, vs inference FLOPs.
+
+Every plot takes the tidy cell table of :func:`pruning_bench.report.cell_table`: one point per
+(method, target sparsity), error bars = sample std over seeds, the dense baseline as a horizontal band
+(mean ± std) where it is not a point of its own.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
+
+MARKERS = "osD^vP*Xh<>p"
+
+
+def _styles(rows: list[str]) -> dict[str, dict]:
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    return {r: {"color": colors[i % len(colors)], "marker": MARKERS[i % len(MARKERS)]} for i, r in enumerate(rows)}
+
+
+def _split(cells: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    done = cells[cells["n"] > 0]
+    return done[done["target_sparsity"] > 0], done[done["target_sparsity"] == 0]
+
+
+def _dense_band(ax, refs: pd.DataFrame, scale: float) -> None:
+    for _, ref in refs.iterrows():
+        mean = ref["mean"] * scale
+        std = 0.0 if math.isnan(ref["std"]) else ref["std"] * scale
+        ax.axhline(mean, color="0.35", lw=1.2, ls="--", label=f"{ref['method']} (0% sparsity)", zorder=1)
+        if std > 0:
+            ax.axhspan(mean - std, mean + std, color="0.5", alpha=0.18, lw=0, zorder=0)
+
+
+def _yerr(frame: pd.DataFrame, scale: float) -> list[float]:
+    return [0.0 if math.isnan(s) else s * scale for s in frame["std"]]
+
+
+def _finish(ax, fig, path: Path, title: str) -> None:
+    ax.set_title(title, fontsize=11)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8, loc="best", framealpha=0.85)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def _log_ticks(lo: float, hi: float) -> list[float]:
+    """Readable ticks (1-2-5 per decade, denser when the range is narrow) covering [lo, hi]."""
+    for mantissas in ((1, 2, 5), (1, 1.5, 2, 3, 5, 7)):
+        ticks = [m * 10.0 ** k for k in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
+                 for m in mantissas]
+        ticks = [t for t in ticks if lo <= t <= hi]
+        if len(ticks) >= 3:
+            return ticks
+    return ticks
+
+
+def _si_label(value: float) -> str:
+    for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:g}{prefix}"
+    return f"{value:g}"
+
+
+def _log_axis(ax, values: list[float], *, invert: bool = False, si: bool = False) -> None:
+    """Log x axis padded around ``values`` with plain-number tick labels."""
+    lo, hi = min(values) / 1.35, max(values) * 1.35
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(_log_ticks(lo, hi)))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _si_label(v) if si else f"{v:g}"))
+    ax.set_xlim((hi, lo) if invert else (lo, hi))
+
+
+def plot_vs_sparsity(cells: pd.DataFrame, path: Path, *, label: str, scale: float) -> None:
+    """Accuracy vs remaining weights (%, log scale, decreasing to the right as sparsity grows)."""
+    pruned, refs = _split(cells)
+    fig, ax = plt.subplots(figsize=(7, 4.6))
+    _dense_band(ax, refs, scale)
+    styles = _styles(sorted(pruned["method"].unique()))
+    xs: list[float] = []
+    for row, group in pruned.groupby("method"):
+        group = group.sort_values("target_sparsity")
+        achieved = group["sparsity_mean"].fillna(group["target_sparsity"])
+        x = [100 * (1 - s) for s in achieved]
+        xs += x
+        ax.errorbar(x, group["mean"] * scale, yerr=_yerr(group, scale), capsize=3, lw=1.4, ms=5, label=row,
+                    **styles[row])
+    if xs:
+        _log_axis(ax, xs + [100.0 * (1 - t) for t in pruned["target_sparsity"]], invert=True)
+    ax.margins(y=0.08)
+    ax.set_xlabel("remaining weights (%, log scale; achieved sparsity)")
+    ax.set_ylabel(label)
+    _finish(ax, fig, path, f"{label} vs sparsity (error bars: std over seeds)")
+
+
+def _plot_vs_cost(cells: pd.DataFrame, path: Path, *, column: str, xlabel: str, title: str, label: str,
+                  scale: float) -> None:
+    done = cells[(cells["n"] > 0) & cells[column].notna()]
+    pruned, refs = _split(done)
+    fig, ax = plt.subplots(figsize=(7, 4.6))
+    styles = _styles(sorted(pruned["method"].unique()))
+    for row, group in pruned.groupby("method"):
+        group = group.sort_values(column)
+        ax.errorbar(group[column], group["mean"] * scale, yerr=_yerr(group, scale), capsize=3, lw=1.0, ms=5,
+                    label=row, **styles[row])
+        for _, cell in group.iterrows():
+            ax.annotate(f"{cell['target_sparsity'] * 100:g}%", (cell[column], cell["mean"] * scale),
+                        textcoords="offset points", xytext=(4, 4), fontsize=7, color=styles[row]["color"])
+    for _, ref in refs.iterrows():
+        std = 0.0 if math.isnan(ref["std"]) else ref["std"] * scale
+        ax.errorbar([ref[column]], [ref["mean"] * scale], yerr=[std], fmt="*", ms=11, color="0.2", capsize=3,
+                    label=f"{ref['method']} (0% sparsity)")
+    xs = done[column].tolist()
+    if xs:
+        _log_axis(ax, xs, si=True)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(label)
+    _finish(ax, fig, path, title)
+
+
+def write_plots(cells: pd.DataFrame, out: Path, *, metric: str, label: str, scale: float) -> dict[str, Path]:
+    """Write the three PNG plots into ``out``; returns caption -> path."""
+    out.mkdir(parents=True, exist_ok=True)
+    plots = {
+        f"{label} vs remaining weights": out / f"{metric}_vs_sparsity.png",
+        f"{label} vs training cost (FLOPs charged)": out / f"{metric}_vs_train_flops.png",
+        f"{label} vs effective inference FLOPs": out / f"{metric}_vs_inference_flops.png",
+    }
+    paths = list(plots.values())
+    plot_vs_sparsity(cells, paths[0], label=label, scale=scale)
+    _plot_vs_cost(cells, paths[1], column="train_flops_mean", xlabel="training FLOPs charged (log scale)",
+                  title=f"{label} vs training cost (labels: target sparsity)", label=label, scale=scale)
+    _plot_vs_cost(cells, paths[2], column="flops_effective_mean",
+                  xlabel="effective inference FLOPs per sample (log scale)",
+                  title=f"{label} vs inference FLOPs (labels: target sparsity)", label=label, scale=scale)
+    return plots
