@@ -1,0 +1,202 @@
+"""SWAMP: sparse weight averaging with multiple particles for iterative magnitude pruning.
+
+Choi, Lee, Nam & Lee, "SWAMP: Sparse Weight Averaging with Multiple Particles for Iterative Magnitude
+Pruning", ICLR 2024 (arXiv 2305.14852), §3 (method), §4.3 (SWAMP+), App. B (SWA phase at a constant
+learning rate of 0.05). No official code is public (methods.md 1b); the round machinery is IMP's
+(:mod:`methods.imp`, OpenLTH), and the averaging + BN recalibration follow ``torch.optim.swa_utils``
+and Sparse Model Soups (``ZIB-IOL/SMS``, ``average_models`` / ``recalibrate_bn``).
+
+Algorithm (IMP in which each round's single training run is replaced by N particles):
+1. Pretrain dense from step 0 to the rewind step k once; keep theta_k (the matching ticket).
+2. Round r = 0..L, every particle n = 1..N_r:
+   a. start from theta_k under the round's mask, fresh optimizer;
+   b. train steps k .. S with the suite's schedule of an R-step run continued from k (as IMP), then
+      the SWA phase S .. R at a constant SWA learning rate (``SWALR``), S = ``swa_start`` x R;
+   c. collect its iterate into an ``AveragedModel`` every ``swa_interval`` steps of the SWA phase
+      (default one epoch), counted back from the round's end so the last iterate is always in; the
+      mask is re-applied inside the averaged copy after every collection.
+3. Average the N_r SWA models uniformly (every parameter, BN affine too), then recompute BN running
+   statistics on training batches (``update_bn``) before evaluating or pruning.
+4. Prune from the average (global |w| among unpruned weights, ``prune_fraction`` of the remaining,
+   the last step exactly to the target), rewind to theta_k (not to the average), next round.
+5. Output: the BN-recalibrated average of round L (it is ``ctx.model``, masks at the target).
+
+Choices where the paper leaves details open (each a parameter):
+- Data order: a round with several particles gives particle n of round r its own data seed, mixed from
+  (trial seed, r, n); a round with one particle uses the trial's data order, so it is exactly IMP's
+  run (``particles=1``, ``swa_start=1`` reproduces IMP's masks).
+- ``swa_lr`` 0 means 0.05 x (suite lr / 0.1) (App. B's 0.05 at lr 0.1); ``swa_anneal_steps`` 0 = the
+  constant SWA rate from the first SWA step. ``swa_start`` is a fraction of the round's schedule,
+  never before k; 1.0 switches SWA off (each particle contributes its last iterate).
+- The dense round 0 trains ``dense_particles`` runs (default 1, the issue's cost model 1 + L x N).
+- SWAMP+ (§4.3, "one particle early, several late"): with ``swamp_plus``, rounds training at a
+  sparsity below ``plus_sparsity`` use one particle; rounds at or above it use N.
+- BN recalibration uses ``bn_fraction`` of an epoch (1.0 = a full pass, as ``update_bn`` over the
+  loader does; SMS uses 0.2); it is not a training pass (FLOPs recorded, no budget charged).
+
+Budgets (:mod:`pruning_bench.iterative`): every particle-step is charged (label ``particle-n``).
+``native``: every round a full run of the suite's length (cost about 1 + L x N dense runs); ``equal``:
+the round length R shrinks until pretraining plus every particle of every round fits in the budget,
+so SWAMP gets shorter rounds than IMP at the same budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import SWALR, AveragedModel
+
+from pruning_bench.context import Context
+from pruning_bench.data.batches import mix_seed
+from pruning_bench.iterative import RoundPlan, finish_round, plan_rounds, rewind, start_or_resume
+from pruning_bench.masks import MaskSet, prunable_weights
+from pruning_bench.method import Method
+from pruning_bench.training import StepState, TrainCallback
+
+SWA_LR_AT_LR_01 = 0.05  # App. B: constant SWA learning rate 0.05 (at base lr 0.1)
+
+
+@dataclass(frozen=True)
+class SWAMPParams:
+    particles: int = 4              # N
+    swa_start: float = 0.75         # SWA phase = the last 25% of each round's schedule; 1.0 = off
+    swa_lr: float = 0.0             # 0 = 0.05 x (suite lr / 0.1)
+    swa_interval: int = 0           # steps between SWA collections; 0 = one epoch
+    swa_anneal_steps: int = 0       # SWALR annealing to swa_lr; 0 = constant from the first SWA step
+    prune_fraction: float = 0.2
+    rewind_iters: int = 500
+    rewind_fraction: float = 0.0    # if > 0: k = rewind_fraction x round length
+    min_round_steps: int = 1        # equal: shortest round (steps k..R) before rounds are dropped
+    swamp_plus: bool = False        # one particle below plus_sparsity, N at or above it
+    plus_sparsity: float = 0.5
+    dense_particles: int = 1        # training runs of the dense round 0
+    bn_fraction: float = 1.0        # epochs of training batches for BN recalibration
+
+    def validate(self) -> None:
+        if self.particles < 1 or self.dense_particles < 1:
+            raise ValueError("particles and dense_particles must be >= 1")
+        if not 0 < self.swa_start <= 1:
+            raise ValueError(f"swa_start must be in (0, 1], got {self.swa_start}")
+        if self.swa_lr < 0 or self.swa_interval < 0 or self.swa_anneal_steps < 0:
+            raise ValueError("swa_lr, swa_interval and swa_anneal_steps must be >= 0")
+        if not 0 < self.prune_fraction < 1:
+            raise ValueError(f"prune_fraction must be in (0, 1), got {self.prune_fraction}")
+        if self.rewind_iters < 0 or not 0 <= self.rewind_fraction <= 0.5 or self.min_round_steps < 1:
+            raise ValueError("need rewind_iters >= 0, rewind_fraction in [0, 0.5] and min_round_steps >= 1")
+        if not 0 <= self.plus_sparsity < 1:
+            raise ValueError(f"plus_sparsity must be in [0, 1), got {self.plus_sparsity}")
+        if not 0 < self.bn_fraction <= 1:
+            raise ValueError(f"bn_fraction must be in (0, 1], got {self.bn_fraction}")
+
+
+class SWACollector(TrainCallback):
+    """Averages the model's parameters at the given (1-based) steps into an ``AveragedModel`` whose
+    prunable weights stay masked."""
+
+    def __init__(self, model: nn.Module, masks: MaskSet, points: set[int]) -> None:
+        self.swa = AveragedModel(model, use_buffers=False)
+        self.masks, self.points = masks, points
+        self.swa_weights = prunable_weights(self.swa.module)
+
+    def on_step_end(self, state: StepState) -> None:
+        if state.step + 1 in self.points:
+            self.swa.update_parameters(state.model)
+            with torch.no_grad():
+                for name, w in self.swa_weights.items():
+                    w.mul_(self.masks.masks[name])
+
+    @property
+    def collected(self) -> int:
+        return int(self.swa.n_averaged)
+
+    def parameters(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach().clone() for n, p in self.swa.module.named_parameters()}
+
+
+def swa_points(start: int, end: int, interval: int) -> set[int]:
+    """Collection steps end, end - interval, ... that lie after ``start`` (the first SWA step)."""
+    return set(range(end, start, -interval)) if interval > 0 else set()
+
+
+def particle_seed(seed: int, round_index: int, particle: int, n_particles: int) -> int | None:
+    """Data seed of a particle: the trial's own order for a lone particle, else one per (round, particle)."""
+    return None if n_particles == 1 else mix_seed("swamp-particle", seed, round_index, particle)
+
+
+def average_parameters(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Uniform average of parameter dicts (every parameter, BN affine included)."""
+    return {n: torch.stack([s[n] for s in states]).mean(0) for n in states[0]}
+
+
+class SWAMP(Method):
+    """SWAMP (Choi et al., ICLR 2024): IMP whose rounds train N SWA particles and prune their average."""
+
+    name = "swamp"
+    Params = SWAMPParams
+
+    def __init__(self, params: Any | None = None) -> None:
+        super().__init__(params)
+        self.particle_states: list[dict[str, torch.Tensor]] = []  # the last round's SWA solutions
+
+    def particles_for(self, r: int, sparsity: float) -> int:
+        p: SWAMPParams = self.params
+        if r == 0:
+            return p.dense_particles
+        if p.swamp_plus and sparsity < p.plus_sparsity:
+            return 1
+        return p.particles
+
+    def run(self, ctx: Context) -> None:
+        p: SWAMPParams = self.params
+        plan, theta_k, first = start_or_resume(ctx, lambda: plan_rounds(
+            ctx, prune_fraction=p.prune_fraction, rewind_iters=p.rewind_iters,
+            rewind_fraction=p.rewind_fraction, min_round_steps=p.min_round_steps,
+            particles_for=self.particles_for))
+        for r in range(first, plan.rounds + 1):
+            n = plan.particles[r]
+            states, accs = [], []
+            for i in range(n):
+                rewind(ctx, theta_k)
+                states.append(self.train_particle(ctx, plan, r, i, particle_seed(ctx.seed, r, i, n)))
+                accs.append(ctx.evaluate("val").acc)
+            self.particle_states = states
+            self.load_average(ctx, states)
+            ctx.log("round_particles", n, step=r)
+            ctx.log("round_particle_val_acc", sum(accs) / n, step=r)
+            finish_round(ctx, plan, theta_k, r)
+
+    def train_particle(self, ctx: Context, plan: RoundPlan, r: int, i: int,
+                       data_seed: int | None) -> dict[str, torch.Tensor]:
+        """Train one particle from theta_k (already loaded) and return its SWA parameters (its last
+        iterate when no SWA step was collected)."""
+        p: SWAMPParams = self.params
+        k, R = plan.rewind_step, plan.round_steps
+        swa_from = max(k, min(R, round(p.swa_start * R)))
+        collector = SWACollector(ctx.model, ctx.masks,
+                                 swa_points(swa_from, R, p.swa_interval or ctx.steps_per_epoch))
+        label, desc = f"particle-{i}", f"swamp round {r}/{plan.rounds} particle {i}"
+        optimizer = None
+        if swa_from > k:
+            optimizer = ctx.train(steps=swa_from - k, start_step=k, schedule_steps=R, data_seed=data_seed,
+                                  label=label, desc=desc).optimizer
+        if swa_from < R:
+            swa_lr = p.swa_lr or SWA_LR_AT_LR_01 * ctx.recipe.lr / 0.1
+            ctx.train(steps=R - swa_from, start_step=swa_from, schedule_steps=R, data_seed=data_seed,
+                      optimizer=optimizer, callbacks=[collector], label=label, desc=desc + " (SWA)",
+                      scheduler_factory=lambda opt: SWALR(opt, swa_lr, anneal_epochs=p.swa_anneal_steps,
+                                                          anneal_strategy="cos"))
+        if collector.collected:
+            return collector.parameters()
+        return {n: q.detach().clone() for n, q in ctx.model.named_parameters()}
+
+    def load_average(self, ctx: Context, states: list[dict[str, torch.Tensor]]) -> None:
+        """Put the particles' average into ``ctx.model``, re-mask, recompute BN statistics."""
+        average = average_parameters(states)
+        with torch.no_grad():
+            for name, q in ctx.model.named_parameters():
+                q.copy_(average[name])
+        ctx.masks.apply()
+        ctx.recalibrate_bn(fraction=self.params.bn_fraction)
