@@ -94,6 +94,8 @@ def parse_seeds(value: str | None) -> list[int] | None:
 @click.option("--plugin", "plugins", multiple=True, type=click.Path(dir_okay=False),
               help="A Python file defining extra Method classes (repeatable).")
 @click.option("--device", help="torch device, e.g. cuda:1 or cpu (default: CUDA when present, else CPU).")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes running trials in parallel (one GPU each where there are several).")
 @click.option("--threads", type=click.IntRange(min=1),
               help="CPU threads for torch (default: 1 for small models, where more threads only add overhead).")
 @click.option("--rerun", is_flag=True, help="Run trials again even if a finished run with the same key exists.")
@@ -102,7 +104,7 @@ def parse_seeds(value: str | None) -> list[int] | None:
 @click.option("--no-progress", is_flag=True, help="No progress bars (one line per trial is still printed).")
 def run(suite_name: str, methods: str | None, sparsities: str | None, seeds: str | None, epochs: float | None,
         budget_policy: str | None, results_dir: Path, tracking_uri: str | None, data_dir: str | None,
-        download: bool, plugins: tuple[str, ...], device: str | None, threads: int | None, rerun: bool, dry_run: bool,
+        download: bool, plugins: tuple[str, ...], device: str | None, jobs: int, threads: int | None, rerun: bool, dry_run: bool,
         save_model: bool, no_progress: bool) -> None:
     """Run a grid of trials (method x target sparsity x seed) and record each in MLflow.
 
@@ -137,7 +139,8 @@ def run(suite_name: str, methods: str | None, sparsities: str | None, seeds: str
         _print_plan(plan)
         return
     _run_sweep(suite, plan, {c.name: c for c in classes}, results_dir=results_dir, tracking_uri=tracking_uri,
-               device=device, rerun=rerun, save_model=save_model, progress=not no_progress, threads=threads)
+               device=device, rerun=rerun, save_model=save_model, progress=not no_progress, threads=threads,
+               jobs=jobs, plugins=plugins)
 
 
 def _print_plan(plan) -> None:
@@ -148,7 +151,8 @@ def _print_plan(plan) -> None:
 
 
 def _run_sweep(suite, plan, classes, *, results_dir: Path, tracking_uri: str | None, device: str | None,
-               rerun: bool, save_model: bool, progress: bool, threads: int | None) -> None:
+               rerun: bool, save_model: bool, progress: bool, threads: int | None, jobs: int = 1,
+               plugins: tuple[str, ...] = ()) -> None:
     import time
 
     from pruning_bench.data import load_dataset
@@ -182,9 +186,19 @@ def _run_sweep(suite, plan, classes, *, results_dir: Path, tracking_uri: str | N
                          tags={"sweep": "1", "suite": suite.name, "git_commit": git_commit()},
                          params={"methods": ",".join(classes), "n_trials": str(len(pending))}) as parent_id:
             try:
-                _, failed = run_plan(pending, classes, tracker=tracker, parent_id=parent_id,
-                                     results_dir=results_dir, device=dev, save_model=save_model,
-                                     progress=progress, echo=click.echo, threads=threads)
+                if jobs > 1 and len(pending) > 1:
+                    from pruning_bench.executor import run_plan_parallel
+
+                    click.echo(f"Running on {min(jobs, len(pending))} worker processes.")
+                    failed = run_plan_parallel(
+                        pending, jobs=jobs, plugin_files=[str(Path(p).resolve()) for p in plugins],
+                        tracking_uri=uri, artifact_root=results_dir / "artifacts", parent_id=parent_id,
+                        results_dir=results_dir, device=dev, save_model=save_model, threads=threads,
+                        echo=click.echo)
+                else:
+                    _, failed = run_plan(pending, classes, tracker=tracker, parent_id=parent_id,
+                                         results_dir=results_dir, device=dev, save_model=save_model,
+                                         progress=progress, echo=click.echo, threads=threads)
             except KeyboardInterrupt:
                 click.echo("\nInterrupted: finished trials are kept; run the same command again to resume.",
                            err=True)

@@ -171,6 +171,13 @@ def peak_memory_mb(device: torch.device) -> float:
     return kb / 1024 if sys.platform != "darwin" else kb / 2**20
 
 
+def summary_line(trial: Trial, m: dict[str, float]) -> str:
+    """The one line printed when a trial finishes."""
+    return (f"{trial.label()}: test_acc={m['test_acc']:.4f} sparsity={m['sparsity']:.4f} "
+            f"epochs={m['epochs_charged']:.2f} flops_eff={m['flops_effective']:.3g} "
+            f"time={m['train_seconds']:.1f}s")
+
+
 def run_plan(trials: Sequence[Trial], methods: dict[str, type[Method]], *, tracker: Tracker,
              parent_id: str, results_dir: Path, device: torch.device, save_model: bool,
              progress: bool, echo: Callable[[str], None], threads: int | None = None) -> tuple[list[TrialResult], list[tuple[Trial, str]]]:
@@ -196,10 +203,7 @@ def run_plan(trials: Sequence[Trial], methods: dict[str, type[Method]], *, track
             say(f"[{k}/{n}] {trial.label()} FAILED: {type(err).__name__}: {err}")
             bar.update()
             continue
-        m = result.metrics
-        say(f"[{k}/{n}] {trial.label()}: test_acc={m['test_acc']:.4f} sparsity={m['sparsity']:.4f} "
-            f"epochs={m['epochs_charged']:.2f} flops_eff={m['flops_effective']:.3g} "
-            f"time={m['train_seconds']:.1f}s")
+        say(f"[{k}/{n}] {summary_line(trial, result.metrics)}")
         done.append(result)
         bar.update()
     bar.close()
