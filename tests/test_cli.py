@@ -219,3 +219,17 @@ def test_interrupted_sweep_resumes_without_redoing_finished_trials(tmp_path, mon
     assert second.exit_code == 0, second.output
     assert "Skipping 1 finished trials; running 2 of 3" in second.output
     assert sorted(load_runs(uri, "smoke")["tags.seed"]) == ["0", "1", "2"]
+
+
+def test_parallel_jobs_record_the_same_results_as_sequential(store, tmp_path):
+    root, _ = store
+    result = bench("run", "--suite", "smoke", "--methods", "snip", "--sparsities", "0.5", "--seeds", "2",
+                   "--epochs", "2", "--jobs", "2", "--results-dir", str(tmp_path), "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "Running on 2 worker processes" in result.output
+    parallel = runs_of(tmp_path).set_index("tags.trial_key")
+    sequential = runs_of(root).set_index("tags.trial_key")
+    assert len(parallel) == 2 and parallel.index.isin(sequential.index).all()  # same trial keys
+    for key in parallel.index:  # same seeds, same numbers, whichever process ran them
+        assert parallel.loc[key, "metrics.test_acc"] == sequential.loc[key, "metrics.test_acc"]
+    assert parallel["tags.mlflow.parentRunId"].nunique() == 1
