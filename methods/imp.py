@@ -43,8 +43,11 @@ class IMPParams:
     rewind_iters: int = 500         # rewind step k in iterations (LMC: 500 for ResNet-20 at batch 128)
     rewind_fraction: float = 0.0    # if > 0: k = rewind_fraction * round length, overriding rewind_iters
     min_round_steps: int = 1        # equal: shortest round (steps k..R) before rounds are dropped
+    min_round_fraction: float = 0.25  # equal: shortest round as a share of the budget (iterative.py)
 
     def validate(self) -> None:
+        if not 0 <= self.min_round_fraction < 1:
+            raise ValueError(f"min_round_fraction must be in [0, 1), got {self.min_round_fraction}")
         if not 0 < self.prune_fraction < 1:
             raise ValueError(f"prune_fraction must be in (0, 1), got {self.prune_fraction}")
         if self.rewind_iters < 0:
@@ -65,7 +68,8 @@ class IMP(Method):
         p: IMPParams = self.params
         plan, theta_k, first = start_or_resume(ctx, lambda: plan_rounds(
             ctx, prune_fraction=p.prune_fraction, rewind_iters=p.rewind_iters,
-            rewind_fraction=p.rewind_fraction, min_round_steps=p.min_round_steps))
+            rewind_fraction=p.rewind_fraction, min_round_steps=p.min_round_steps,
+            min_round_fraction=p.min_round_fraction))
         k, R = plan.rewind_step, plan.round_steps
         for r in range(first, plan.rounds + 1):
             rewind(ctx, theta_k)

@@ -70,12 +70,15 @@ class SWAMPParams:
     rewind_iters: int = 500
     rewind_fraction: float = 0.0    # if > 0: k = rewind_fraction x round length
     min_round_steps: int = 1        # equal: shortest round (steps k..R) before rounds are dropped
+    min_round_fraction: float = 0.25  # equal: shortest round as a share of the budget (iterative.py)
     swamp_plus: bool = False        # one particle below plus_sparsity, N at or above it
     plus_sparsity: float = 0.5
     dense_particles: int = 1        # training runs of the dense round 0
     bn_fraction: float = 1.0        # epochs of training batches for BN recalibration
 
     def validate(self) -> None:
+        if not 0 <= self.min_round_fraction < 1:
+            raise ValueError(f"min_round_fraction must be in [0, 1), got {self.min_round_fraction}")
         if self.particles < 1 or self.dense_particles < 1:
             raise ValueError("particles and dense_particles must be >= 1")
         if not 0 < self.swa_start <= 1:
@@ -154,6 +157,7 @@ class SWAMP(Method):
         plan, theta_k, first = start_or_resume(ctx, lambda: plan_rounds(
             ctx, prune_fraction=p.prune_fraction, rewind_iters=p.rewind_iters,
             rewind_fraction=p.rewind_fraction, min_round_steps=p.min_round_steps,
+            min_round_fraction=p.min_round_fraction,
             particles_for=self.particles_for))
         for r in range(first, plan.rounds + 1):
             n = plan.particles[r]

@@ -20,7 +20,6 @@ from typing import Any
 
 import torch
 
-from pruning_bench.errors import BenchError
 from pruning_bench.trial import Trial
 
 
@@ -89,8 +88,6 @@ def run_plan_parallel(trials: Sequence[Trial], *, jobs: int, plugin_files: Seque
                     done_count += 1
                     try:
                         metrics = future.result()
-                    except BenchError:
-                        raise
                     except Exception as err:  # the worker recorded the run FAILED
                         failed.append((trial, f"{type(err).__name__}: {err}"))
                         echo(f"[{done_count}/{n}] {trial.label()} FAILED: {type(err).__name__}: {err}")

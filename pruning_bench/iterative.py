@@ -13,10 +13,14 @@ number of training runs (particles) of round r (1 for IMP).
 
 - ``native``: ``R`` is one full run of the suite's budget; ``k`` as asked (capped, see below).
 - ``equal``: the largest ``R`` whose whole plan (pretraining, all rounds, all particles) fits in what is
-  left of the suite's budget, counted in samples exactly as the meter charges them. Rounds get shorter;
-  the number of rounds and the 20%-of-remaining steps do not change. Only when not even rounds of
-  ``min_round_steps`` training steps fit are there fewer rounds, each pruning the same larger share
-  1 - (1 - target)^(1/L) of the remaining weights (logged as ``plan_rounds``).
+  left of the suite's budget, counted in samples exactly as the meter charges them. Rounds get shorter,
+  but no shorter than ``min_round_fraction`` of the budget (default 1/4) or ``min_round_steps``: when
+  the 20%-of-remaining rounds do not fit at that length there are fewer rounds, each pruning the same
+  larger share 1 - (1 - target)^(1/L) of the remaining weights (logged as ``plan_rounds``); when not even
+  one round fits at that length, one round as long as fits. The floor exists because measured rounds
+  that are too short ruin both methods: on mnist1d (40 epochs, 3 seeds, target 0.8) IMP reached
+  73.5% with 20% steps in 1.5-epoch rounds, 79.0% with rounds of at least 5 epochs and 88.4% with rounds
+  of at least 10; SWAMP (4 particles) 47.4%, 79.2% and (one round) its best.
 
 In both, the rewind step is ``rewind_iters`` steps, or ``rewind_fraction * R`` when that is > 0, and
 never more than half a round (``k <= R // 2``) so every round trains at least as long as it rewinds.
@@ -98,7 +102,7 @@ def plan_cost(ctx: Context, round_steps: int, rewind_step: int, particles: Seque
 
 def plan_rounds(ctx: Context, *, prune_fraction: float, rewind_iters: int, rewind_fraction: float,
                 particles_for: Callable[[int, float], int] = lambda r, s: 1,
-                min_round_steps: int = 1) -> RoundPlan:
+                min_round_steps: int = 1, min_round_fraction: float = 0.0) -> RoundPlan:
     """The round plan for ``ctx``'s target and budget policy (module docstring).
 
     ``particles_for(r, sparsity)`` gives the training runs of round r (which trains at ``sparsity``).
@@ -110,6 +114,7 @@ def plan_rounds(ctx: Context, *, prune_fraction: float, rewind_iters: int, rewin
     if ctx.budget.policy != "equal":
         R = ctx.budget_steps
         return _plan(R, rewind_step_for(R, rewind_iters, rewind_fraction), steps, particles_for)
+    min_round_steps = max(min_round_steps, round(min_round_fraction * ctx.budget_steps))
     for n_rounds in range(len(steps), 0, -1):
         if n_rounds < len(steps):
             steps = round_sparsities(ctx.target_sparsity, 1.0 - (1.0 - ctx.target_sparsity) ** (1.0 / n_rounds))
@@ -117,6 +122,9 @@ def plan_rounds(ctx: Context, *, prune_fraction: float, rewind_iters: int, rewin
         plan = _fit_equal(ctx, steps, particles_for, rewind_iters, rewind_fraction, min_round_steps)
         if plan is not None:
             return plan
+    plan = _fit_equal(ctx, [ctx.target_sparsity], particles_for, rewind_iters, rewind_fraction, 1)
+    if plan is not None:  # one round, as long as the budget allows
+        return plan
     raise BenchError(f"the 'equal' budget ({ctx.budget_epochs:g} epochs) is too small for even one pruning "
                      f"round at sparsity {ctx.target_sparsity:g}; raise the budget or use --budget-policy native")
 

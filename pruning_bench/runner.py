@@ -25,7 +25,6 @@ import pruning_bench
 from pruning_bench.budget import BudgetMeter
 from pruning_bench.context import Context
 from pruning_bench.data import load_dataset
-from pruning_bench.errors import BenchError
 from pruning_bench.latency import BATCH_SIZE as LATENCY_BATCH_SIZE
 from pruning_bench.latency import measure_latency
 from pruning_bench.method import Method
@@ -195,10 +194,10 @@ def run_plan(trials: Sequence[Trial], methods: dict[str, type[Method]], *, track
             result = run_trial(trial, methods[trial.method], tracker=tracker, parent_id=parent_id,
                                results_dir=results_dir, device=device, save_model=save_model,
                                progress=progress, threads=threads)
-        except (KeyboardInterrupt, BenchError):
+        except KeyboardInterrupt:
             bar.close()
             raise
-        except Exception as err:  # recorded as a FAILED run; the sweep goes on
+        except Exception as err:  # recorded as a FAILED run (a method's BenchError too); the sweep goes on
             failed.append((trial, f"{type(err).__name__}: {err}"))
             say(f"[{k}/{n}] {trial.label()} FAILED: {type(err).__name__}: {err}")
             bar.update()

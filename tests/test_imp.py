@@ -84,7 +84,7 @@ def test_equal_budget_plan_fits_and_is_spent_within_the_meter():
     cost = plan_cost(ctx, plan.round_steps, plan.rewind_step, plan.particles)
     assert cost <= ctx.budget.total_samples
     assert plan_cost(ctx, plan.round_steps + 1, 2, plan.particles) > ctx.budget.total_samples  # longest
-    IMP(IMPParams(rewind_iters=2)).run(ctx)
+    IMP(IMPParams(rewind_iters=2, min_round_fraction=0.0)).run(ctx)
     assert ctx.budget.used_samples == cost
     assert ctx.masks.sparsity() == pytest.approx(0.6, abs=1 / ctx.masks.total())
 
@@ -95,8 +95,22 @@ def test_equal_budget_drops_rounds_only_when_unavoidable():
     assert plan.rounds < 8 and plan.sparsities[-1] == 0.8
     f = 1 - 0.2 ** (1 / plan.rounds)
     assert plan.sparsities[1] == pytest.approx(f)
+    # no round can be 8 steps long: one round, as long as the budget allows
+    one = plan_rounds(ctx, prune_fraction=0.2, rewind_iters=0, rewind_fraction=0.0, min_round_steps=8)
+    assert one.rounds == 1 and one.sparsities == (0.0, 0.8)
+    assert plan_cost(ctx, one.round_steps, 0, one.particles) <= ctx.budget.total_samples
+    too_small = make_context(policy="equal", epochs=0.05, sparsity=0.8)  # 25 samples: not one batch
     with pytest.raises(BenchError, match="too small"):
-        plan_rounds(ctx, prune_fraction=0.2, rewind_iters=0, rewind_fraction=0.0, min_round_steps=8)
+        plan_rounds(too_small, prune_fraction=0.2, rewind_iters=0, rewind_fraction=0.0)
+
+
+def test_equal_budget_rounds_no_shorter_than_the_floor():
+    ctx = make_context(policy="equal", epochs=6, sparsity=0.6)  # 42 steps; 20% steps want 6 rounds
+    plan = plan_rounds(ctx, prune_fraction=0.2, rewind_iters=2, rewind_fraction=0.0, min_round_fraction=0.25)
+    assert plan.round_steps - plan.rewind_step >= round(0.25 * ctx.budget_steps)
+    assert plan.rounds < 5 and plan.sparsities[-1] == 0.6  # fewer rounds, each pruning a larger share
+    assert plan.sparsities[1] == pytest.approx(1 - 0.4 ** (1 / plan.rounds))
+    assert plan_cost(ctx, plan.round_steps, plan.rewind_step, plan.particles) <= ctx.budget.total_samples
 
 
 def test_meter_stops_overspending():

@@ -29,7 +29,7 @@ def spy_train(ctx, record: list) -> None:
 
 def test_one_particle_without_swa_gives_imps_masks():
     imp_ctx = make_context(policy="native", epochs=1, sparsity=0.6)
-    IMP(IMPParams(rewind_iters=2)).run(imp_ctx)
+    IMP(IMPParams(rewind_iters=2, min_round_fraction=0.0)).run(imp_ctx)
     sw_ctx = make_context(policy="native", epochs=1, sparsity=0.6)
     SWAMP(SWAMPParams(particles=1, swa_start=1.0, rewind_iters=2)).run(sw_ctx)
     for n in imp_ctx.masks.masks:
@@ -127,10 +127,10 @@ def test_swamp_plus_uses_one_particle_below_plus_sparsity():
 
 def test_equal_budget_swamp_fits_and_particles_shorten_rounds():
     ctx = make_context(policy="equal", epochs=8, sparsity=0.36)
-    SWAMP(SWAMPParams(particles=2, rewind_iters=2)).run(ctx)
+    SWAMP(SWAMPParams(particles=2, rewind_iters=2, min_round_fraction=0.0)).run(ctx)
     assert ctx.budget.used_samples <= ctx.budget.total_samples
     imp_ctx = make_context(policy="equal", epochs=8, sparsity=0.36)
-    IMP(IMPParams(rewind_iters=2)).run(imp_ctx)
+    IMP(IMPParams(rewind_iters=2, min_round_fraction=0.0)).run(imp_ctx)
     swamp_R = dict((k, v) for k, v, _ in ctx.logged)["plan_round_steps"]
     imp_R = dict((k, v) for k, v, _ in imp_ctx.logged)["plan_round_steps"]
     assert swamp_R < imp_R
