@@ -106,6 +106,7 @@ def run_trial(trial: Trial, method_cls: type[Method], *, tracker: Tracker, paren
         denominator = ctx.masks.total()
         flops_dense = ctx.flop_profile.total
         choose_threads(device, 3 * flops_dense * suite.recipe.batch_size, threads)
+        tracker.set_tag(run_id, "device", device_name(device))  # with the thread count actually used
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         start = time.perf_counter()
