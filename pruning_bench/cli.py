@@ -97,7 +97,7 @@ def parse_seeds(value: str | None) -> list[int] | None:
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes running trials in parallel (one GPU each where there are several).")
 @click.option("--threads", type=click.IntRange(min=1),
-              help="CPU threads for torch (default: 1 for small models, where more threads only add overhead).")
+              help="CPU threads for torch (default: all cores; with --jobs N, cores // N per worker).")
 @click.option("--rerun", is_flag=True, help="Run trials again even if a finished run with the same key exists.")
 @click.option("--dry-run", is_flag=True, help="Print the trial plan and exit.")
 @click.option("--save-model", is_flag=True, help="Also log the final weights and masks as an artifact.")

@@ -40,17 +40,15 @@ def pick_device(name: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-# Below this many FLOPs per training batch, intra-op threads cost more in synchronisation than they
-# gain (measured on 2 cores: the MNIST-1D CNN ran 12x faster on 1 thread while another process ran).
-SMALL_BATCH_FLOPS = 2e9
+def choose_threads(requested: int | None) -> None:
+    """Set torch's CPU thread count when asked (``--threads``; ``--jobs N`` gives each worker its share).
 
-
-def choose_threads(device: torch.device, flops_per_batch: float, requested: int | None) -> None:
-    """Set torch's CPU thread count: ``requested`` if given, else 1 for small models on the CPU."""
+    Left alone, torch uses every core: measured on 2 idle cores, the README's mnist1d sweep took 112 s
+    on 2 threads and 133 s on 1; but while another process used the cores, a small model's step ran
+    12x slower on 2 threads than on 1, so parallel workers each get cores // jobs threads.
+    """
     if requested:
         torch.set_num_threads(requested)
-    elif device.type == "cpu" and flops_per_batch < SMALL_BATCH_FLOPS:
-        torch.set_num_threads(1)
 
 
 def seed_everything(seed: int) -> None:
@@ -105,7 +103,7 @@ def run_trial(trial: Trial, method_cls: type[Method], *, tracker: Tracker, paren
                       log_fn=lambda k, v, s: tracker.log_metric(run_id, k, v, s))
         denominator = ctx.masks.total()
         flops_dense = ctx.flop_profile.total
-        choose_threads(device, 3 * flops_dense * suite.recipe.batch_size, threads)
+        choose_threads(threads)
         tracker.set_tag(run_id, "device", device_name(device))  # with the thread count actually used
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -186,7 +184,7 @@ def run_plan(trials: Sequence[Trial], methods: dict[str, type[Method]], *, track
     done: list[TrialResult] = []
     failed: list[tuple[Trial, str]] = []
     n = len(trials)
-    bar = tqdm(total=n, desc="trials", unit="trial", disable=not progress, position=0)
+    bar = tqdm(total=n, desc="trials", unit="trial", disable=None if progress else True, position=0)  # None: off without a terminal
     say = tqdm.write if progress else echo
     for k, trial in enumerate(trials, 1):
         bar.set_postfix_str(trial.label())

@@ -197,7 +197,7 @@ class Trainer:
         flops_version, fwd_flops = -1, 0.0
         losses: list[torch.Tensor] = []
         t0 = time.perf_counter()
-        bar = tqdm(total=steps, desc=desc, leave=False, disable=not self.progress, unit="step")
+        bar = tqdm(total=steps, desc=desc, leave=False, disable=None if self.progress else True, unit="step")
         for step in range(start_step, start_step + steps):
             state.step = step
             if scheduler is None:

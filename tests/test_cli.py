@@ -224,7 +224,7 @@ def test_interrupted_sweep_resumes_without_redoing_finished_trials(tmp_path, mon
 def test_parallel_jobs_record_the_same_results_as_sequential(store, tmp_path):
     root, _ = store
     result = bench("run", "--suite", "smoke", "--methods", "snip", "--sparsities", "0.5", "--seeds", "2",
-                   "--epochs", "2", "--jobs", "2", "--results-dir", str(tmp_path), "--no-progress")
+                   "--epochs", "2", "--jobs", "2", "--threads", "1", "--results-dir", str(tmp_path), "--no-progress")
     assert result.exit_code == 0, result.output
     assert "Running on 2 worker processes" in result.output
     parallel = runs_of(tmp_path).set_index("tags.trial_key")
