@@ -82,11 +82,7 @@ class RoundPlan:
 def samples_between(ctx: Context, start: int, stop: int) -> int:
     """Sample passes the shared loop charges for global steps ``start .. stop - 1`` (the last batch of
     every epoch is the smaller remainder)."""
-    spe, bs, n = ctx.steps_per_epoch, ctx.recipe.batch_size, ctx.data.n_train
-
-    def prefix(s: int) -> int:
-        return (s // spe) * n + (s % spe) * bs
-    return prefix(stop) - prefix(start)
+    return ctx.trainer.samples_between(start, stop)
 
 
 def rewind_step_for(round_steps: int, rewind_iters: int, rewind_fraction: float) -> int:

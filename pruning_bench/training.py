@@ -148,6 +148,14 @@ class Trainer:
         spe, bs, n = self.steps_per_epoch, self.recipe.batch_size, self.data.n_train
         return n - (spe - 1) * bs if step % spe == spe - 1 else bs
 
+    def samples_between(self, start: int, stop: int) -> int:
+        """Sample passes charged for global steps ``start .. stop - 1``."""
+        spe, n, bs = self.steps_per_epoch, self.data.n_train, self.recipe.batch_size
+
+        def before(step: int) -> int:  # samples in all steps before ``step``
+            return (step // spe) * n + (step % spe) * bs
+        return before(stop) - before(start)
+
     def steps_for_samples(self, samples: int, start_step: int = 0) -> int:
         """The most steps from ``start_step`` whose batches add up to at most ``samples``."""
         spe, n = self.steps_per_epoch, self.data.n_train
