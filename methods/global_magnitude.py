@@ -65,7 +65,7 @@ class GradualPruning(TrainCallback):
             return
         s = cubic_sparsity(t, self.target, self.begin, self.end)
         if s > self.ctx.masks.sparsity():
-            self.ctx.masks.prune_to_global({n: p.detach().abs() for n, p in self.ctx.masks.params.items()}, s)
+            self.ctx.masks.prune_magnitude(s)
             self.ctx.log("gradual_sparsity", self.ctx.masks.sparsity(), step=t)
 
 
@@ -90,8 +90,7 @@ class GlobalMagnitude(Method):
             dense_epochs = ctx.budget_epochs
         ctx.train(steps=ctx.epochs_to_steps(dense_epochs), desc="dense")
         ctx.log("dense_val_acc", ctx.evaluate("val").acc)
-        ctx.masks.prune_to_global({n: w.detach().abs() for n, w in ctx.masks.params.items()},
-                                  ctx.target_sparsity, among_active=False)
+        ctx.masks.prune_magnitude(ctx.target_sparsity, among_active=False)
         ctx.log("pruned_val_acc", ctx.evaluate("val").acc)
         finetune = ctx.remaining_steps() if ctx.budget.policy == "equal" else \
             ctx.epochs_to_steps(p.finetune_fraction * ctx.budget_epochs)

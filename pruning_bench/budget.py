@@ -9,6 +9,7 @@ is recorded in FLOPs only.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 
 POLICIES = ("equal", "native")
@@ -30,8 +31,10 @@ class BudgetMeter:
     train_flops: float = 0.0
     extra_flops: float = 0.0  # non-training work a method asked for (saliency batches, BN recalibration)
     charges: dict[str, int] = field(default_factory=dict)  # samples by label ("train", "particle-2", ...)
+    seconds_before: float = 0.0  # wall-clock spent before a resume (restored from a checkpoint)
 
     def __post_init__(self) -> None:
+        self._started = time.perf_counter()
         if self.policy not in POLICIES:
             raise ValueError(f"unknown budget policy '{self.policy}'; valid: {', '.join(POLICIES)}")
 
@@ -47,6 +50,14 @@ class BudgetMeter:
     @property
     def epochs_charged(self) -> float:
         return self.used_samples / self.samples_per_epoch
+
+    def start_clock(self) -> None:
+        """Start timing the method (the clock also runs from construction)."""
+        self._started = time.perf_counter()
+
+    def seconds(self) -> float:
+        """Wall-clock of the trial so far, including the time before an interruption."""
+        return self.seconds_before + time.perf_counter() - self._started
 
     @property
     def enforced(self) -> bool:
@@ -68,8 +79,9 @@ class BudgetMeter:
         self.extra_flops += flops
 
     def state_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "seconds_before": self.seconds()}
 
     def load_state_dict(self, state: dict) -> None:
         for key, value in state.items():
             setattr(self, key, value)
+        self._started = time.perf_counter()

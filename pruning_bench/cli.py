@@ -126,6 +126,10 @@ def run(suite_name: str, methods: str | None, sparsities: str | None, seeds: str
         overrides["dataset.download"] = True
     suite = suite.with_overrides(**overrides)
     registry = default_registry(plugins)
+    for name in suite.method_params:
+        if name not in registry.names():
+            raise BenchError(f"{suite.source}: [method_params.{name}] names no registered method; "
+                             f"known: {', '.join(registry.names())}")
     names = _split(methods) if methods else list(suite.methods)
     if names == ["all"]:
         names = registry.names()
@@ -161,7 +165,8 @@ def _run_sweep(suite, plan, classes, *, results_dir: Path, tracking_uri: str | N
     from pruning_bench.runner import pick_device, run_plan
     from pruning_bench.tracking import Tracker, default_tracking_uri, git_commit
 
-    # Fail on bad data or model settings before anything is recorded.
+    # Fail on a bad device, data or model settings before anything is recorded.
+    dev = pick_device(device)
     data = load_dataset(suite.dataset.name, seed=plan[0].seed, val_fraction=suite.dataset.val_fraction,
                         data_dir=suite.dataset.data_dir, download=suite.dataset.download,
                         options=suite.dataset.options)
@@ -178,7 +183,6 @@ def _run_sweep(suite, plan, classes, *, results_dir: Path, tracking_uri: str | N
     else:
         if skipped:
             click.echo(f"Skipping {skipped} finished trials; running {len(pending)} of {len(plan)}.")
-        dev = pick_device(device)
         click.echo(f"Suite '{suite.name}' ({suite.dataset.name}, {suite.model.name}, "
                    f"{suite.budget.epochs:g} epochs, policy {plan[0].budget_policy}) on {dev}; tracking {uri}")
         start = time.perf_counter()
@@ -206,9 +210,9 @@ def _run_sweep(suite, plan, classes, *, results_dir: Path, tracking_uri: str | N
         click.echo(f"Ran {len(pending) - len(failed)} trials in {time.perf_counter() - start:.1f} s"
                    + (f"; {len(failed)} FAILED" if failed else "") + ".")
     runs = load_runs(uri, suite.name)
-    keys = {t.key for t in plan}
-    runs = runs[runs["tags.trial_key"].isin(keys)]
-    if not runs.empty:
+    if not runs.empty and "tags.trial_key" in runs:
+        runs = runs[runs["tags.trial_key"].isin({t.key for t in plan})]
+    if not runs.empty and "tags.trial_key" in runs:
         click.echo("\nTest accuracy (%) of this plan's trials, mean ± std (n seeds):\n")
         click.echo(leaderboard_markdown(runs))
     if pending and failed:

@@ -109,13 +109,7 @@ class Context:
         """``n`` training batches (augmented, normalised, on the device) for saliency scoring or BN
         recalibration. They are not training passes: not charged as samples, their forward FLOPs are
         recorded as extra FLOPs by the caller via ``ctx.budget.charge_flops``."""
-        stream = self.trainer.stream(data_seed)
-        if batch_size is not None and batch_size != stream.batch_size:
-            from pruning_bench.data import BatchStream
-            stream = BatchStream(self.data.train_x, self.data.train_y, batch_size=batch_size,
-                                 data_seed=self.seed if data_seed is None else data_seed,
-                                 augmentation=self.data.augmentation, mean=self.data.mean, std=self.data.std,
-                                 device=self.device)
+        stream = self.trainer.stream(data_seed, batch_size)
         for i in range(n):
             yield stream.batch(start_step + i)
 
@@ -180,7 +174,8 @@ class Context:
         """Restore what :meth:`save_checkpoint` saved and return its ``state``; None if there is none."""
         if self.checkpoint_dir is None or not (self.checkpoint_dir / "checkpoint.pt").is_file():
             return None
-        payload = torch.load(self.checkpoint_dir / "checkpoint.pt", map_location=self.device, weights_only=False)
+        # CPU: RNG states must stay CPU byte tensors; load_state_dict / masks.update move the rest
+        payload = torch.load(self.checkpoint_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
         self.model.load_state_dict(payload["model"])
         self.masks.update(payload["masks"])
         self.budget.load_state_dict(payload["meter"])

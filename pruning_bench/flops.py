@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from pruning_bench.masks import prunable_weights
+
 TRAIN_FLOPS_PER_FORWARD = 3.0  # forward + backward (= 2 x forward), RigL App. H
 
 
@@ -42,7 +44,6 @@ def profile_flops(model: nn.Module, input_shape: tuple[int, ...], device: torch.
     model.train(was_training)
     counts = {key: float(sum(ops.values())) for key, ops in counter.get_flop_counts().items()}
     root = type(model).__name__
-    names = weight_names or [f"{n}.weight" for n, m in model.named_modules()
-                             if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))]
+    names = weight_names or list(prunable_weights(model))
     per_layer = {w: counts.get(f"{root}.{w.removesuffix('.weight')}", 0.0) for w in names}
     return FlopProfile(total=counts.get("Global", 0.0), per_layer=per_layer)

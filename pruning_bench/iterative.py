@@ -170,12 +170,6 @@ def log_round(ctx: Context, r: int) -> None:
     ctx.log("round_epochs_charged", ctx.budget.epochs_charged, step=r)
 
 
-def prune_magnitude(ctx: Context, sparsity: float) -> None:
-    """Global magnitude pruning of ``ctx.model`` to ``sparsity``, ranking only unpruned weights."""
-    ctx.masks.prune_to_global({n: p.detach().abs() for n, p in ctx.masks.params.items()}, sparsity,
-                              among_active=True)
-
-
 def start_or_resume(ctx: Context, make_plan: Callable[[], RoundPlan]) -> tuple[RoundPlan, dict[str, Any], int]:
     """Resume from the last finished round's checkpoint, or plan, pretrain to k and snapshot theta_k.
 
@@ -196,7 +190,7 @@ def finish_round(ctx: Context, plan: RoundPlan, theta_k: dict[str, Any], r: int)
     """Log round r, prune to the next round's sparsity (if any) and checkpoint for resuming."""
     log_round(ctx, r)
     if r < plan.rounds:
-        prune_magnitude(ctx, plan.sparsities[r + 1])
+        ctx.masks.prune_magnitude(plan.sparsities[r + 1], among_active=True)  # unpruned weights only
     ctx.save_checkpoint({"plan": plan.to_dict(), "theta_k": theta_k, "next_round": r + 1})
 
 

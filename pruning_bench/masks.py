@@ -136,6 +136,11 @@ class MaskSet:
         self.update(global_topk({n: scores[n] for n in ranked}, keep,
                                 active={n: self.masks[n] for n in ranked} if among_active else None))
 
+    def prune_magnitude(self, sparsity: float, *, among_active: bool = True) -> None:
+        """Global magnitude pruning to ``sparsity``: |w| ranked across every prunable layer."""
+        self.prune_to_global({n: p.detach().abs() for n, p in self.params.items()}, sparsity,
+                             among_active=among_active)
+
 
 def global_topk(scores: Mapping[str, torch.Tensor], keep: int,
                 active: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:

@@ -51,12 +51,13 @@ class Method:
             if default is not None and not _same_kind(default, value):
                 raise BenchError(f"{where}parameter '{cls.name}.{key}' must be {type(default).__name__}, "
                                  f"got {value!r}")
+        values = {k: float(v) if isinstance(getattr(cls.Params(), k), float) else v for k, v in values.items()}
         params = cls.Params(**values)
         validate = getattr(params, "validate", None)
         if validate is not None:
             try:
                 validate()
-            except ValueError as err:
+            except (ValueError, TypeError) as err:
                 raise BenchError(f"{where}method '{cls.name}': {err}") from None
         return params
 

@@ -12,7 +12,6 @@ import resource
 import shutil
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ import pruning_bench
 from pruning_bench.budget import BudgetMeter
 from pruning_bench.context import Context
 from pruning_bench.data import load_dataset
+from pruning_bench.errors import BenchError
 from pruning_bench.latency import BATCH_SIZE as LATENCY_BATCH_SIZE
 from pruning_bench.latency import measure_latency
 from pruning_bench.method import Method
@@ -36,7 +36,13 @@ from pruning_bench.trial import Trial
 def pick_device(name: str | None = None) -> torch.device:
     """``name`` if given, else CUDA when present, else CPU."""
     if name:
-        return torch.device(name)
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise BenchError(f"--device '{name}' is not a torch device; e.g. cpu, cuda, cuda:1") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise BenchError(f"--device '{name}': CUDA is not available on this machine; use cpu")
+        return device
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -79,6 +85,8 @@ def run_trial(trial: Trial, method_cls: type[Method], *, tracker: Tracker, paren
               progress: bool = True, threads: int | None = None) -> TrialResult:
     """Run one trial end to end and record it as a child run of ``parent_id``."""
     suite = trial.suite
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)  # CUDA events, default streams and cuDNN all follow the current device
     seed_everything(trial.seed)
     data = load_dataset(suite.dataset.name, seed=trial.seed, val_fraction=suite.dataset.val_fraction,
                         data_dir=suite.dataset.data_dir, download=suite.dataset.download,
@@ -107,11 +115,11 @@ def run_trial(trial: Trial, method_cls: type[Method], *, tracker: Tracker, paren
         tracker.set_tag(run_id, "device", device_name(device))  # with the thread count actually used
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        start = time.perf_counter()
+        meter.start_clock()
         method_cls(trial.params).run(ctx)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        train_seconds = time.perf_counter() - start
+        train_seconds = meter.seconds()  # includes the time before an interruption, if resumed
         metrics = measure(ctx, denominator=denominator, flops_dense=flops_dense)
         metrics["train_seconds"] = train_seconds
         metrics["peak_memory_mb"] = peak_memory_mb(device)
@@ -130,8 +138,7 @@ def run_trial(trial: Trial, method_cls: type[Method], *, tracker: Tracker, paren
 
 def measure(ctx: Context, *, denominator: int, flops_dense: float) -> dict[str, float]:
     """The measurements every trial logs, taken the same way for every method."""
-    ctx.masks.apply()
-    leaked = ctx.masks.leaked()
+    leaked = ctx.masks.leaked()  # before anything re-applies the masks: a leak must fail the trial
     if leaked:
         raise MaskLeak(f"masked weights are not zero in: {', '.join(leaked)}")
     test = ctx.evaluate("test")

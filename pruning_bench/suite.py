@@ -8,14 +8,13 @@ and the key, never silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from pruning_bench.budget import POLICIES
 from pruning_bench.errors import BenchError, unknown_choice
@@ -76,7 +75,9 @@ class Suite:
     def experiment_config(self) -> dict[str, Any]:
         """What a trial's result depends on (dataset, model, recipe, budget epochs): hashed into keys."""
         return {
-            "dataset": dataclasses.asdict(self.dataset),
+            # where the files live (data_dir, download) does not change what a trial computes
+            "dataset": {"name": self.dataset.name, "val_fraction": self.dataset.val_fraction,
+                        "options": self.dataset.options},
             "model": dataclasses.asdict(self.model),
             "recipe": dataclasses.asdict(self.recipe),
             "budget": {"epochs": self.budget.epochs, "max_seconds": self.budget.max_seconds},
@@ -127,6 +128,9 @@ def load_suite(name_or_path: str) -> Suite:
 
 def validate_suite(suite: Suite, where: str) -> None:
     """Value checks beyond types; raises BenchError naming the file and key."""
+    for key in ("sparsities", "seeds"):
+        if not getattr(suite, key):
+            raise BenchError(f"{where}: key '{key}' is empty; give at least one value")
     for s in suite.sparsities:
         check_sparsity(s, f"{where}: key 'sparsities'")
     if suite.budget.policy not in POLICIES:

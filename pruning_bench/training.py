@@ -127,14 +127,14 @@ class Trainer:
         self.progress = progress
         self.use_amp = device.type == "cuda"
         self.channels_last = device.type == "cuda" and len(data.input_shape) == 3
-        self._streams: dict[int, BatchStream] = {}
-        self.started = time.perf_counter()
+        self._streams: dict[tuple[int, int], BatchStream] = {}
 
-    def stream(self, data_seed: int | None = None) -> BatchStream:
-        key = self.seed if data_seed is None else data_seed
+    def stream(self, data_seed: int | None = None, batch_size: int | None = None) -> BatchStream:
+        """The training batches for ``data_seed`` (default: the trial's seed), cached per seed."""
+        key = (self.seed if data_seed is None else data_seed, batch_size or self.recipe.batch_size)
         if key not in self._streams:
             self._streams[key] = BatchStream(
-                self.data.train_x, self.data.train_y, batch_size=self.recipe.batch_size, data_seed=key,
+                self.data.train_x, self.data.train_y, batch_size=key[1], data_seed=key[0],
                 augmentation=self.data.augmentation, mean=self.data.mean, std=self.data.std,
                 device=self.device, channels_last=self.channels_last)
         return self._streams[key]
@@ -256,7 +256,7 @@ class Trainer:
 
     def _check_wall_clock(self) -> None:
         cap = self.meter.max_seconds
-        if cap is not None and time.perf_counter() - self.started > cap:
+        if cap is not None and self.meter.seconds() > cap:
             raise BudgetExceeded(f"wall-clock cap of {cap:g} s reached")
 
 

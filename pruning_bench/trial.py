@@ -55,11 +55,11 @@ def build_plan(suite: Suite, methods: Sequence[type[Method]], sparsities: Sequen
     """Every (method, sparsity, seed) trial, in a stable order. A method that does not prune (the dense
     baseline) gets one trial per seed at sparsity 0."""
     params = params or {}
-    trials = []
+    trials: list[Trial] = []
     for cls in methods:
         p = params.get(cls.name) or cls.parse_params(suite.method_params.get(cls.name, {}),
                                                      where=f"{suite.source}: ")
         for sparsity in (sparsities if cls.prunes else [0.0]):
             for seed in seeds:
                 trials.append(Trial(suite, cls.name, p, float(sparsity), int(seed), budget_policy))
-    return trials
+    return list({t.key: t for t in trials}.values())  # "0.5,0.50" or "0,0" is one experiment, run once

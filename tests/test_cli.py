@@ -101,6 +101,7 @@ def test_dry_run_prints_plan_and_records_nothing(tmp_path):
     (["run", "--suite", "cifar10", "--data-dir", "/nonexistent/cifar"], "/nonexistent/cifar"),
     (["run", "--suite", "smoke", "--plugin", "/nonexistent/plugin.py"], "plugin file"),
     (["report", "--suite", "never_ran"], "no runs recorded for suite 'never_ran'"),
+    (["run", "--suite", "smoke", "--device", "gpu0"], "--device 'gpu0' is not a torch device"),
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path, args, message):
     result = CliRunner().invoke(main, [*args, "--results-dir", str(tmp_path)])
@@ -233,3 +234,41 @@ def test_parallel_jobs_record_the_same_results_as_sequential(store, tmp_path):
     for key in parallel.index:  # same seeds, same numbers, whichever process ran them
         assert parallel.loc[key, "metrics.test_acc"] == sequential.loc[key, "metrics.test_acc"]
     assert parallel["tags.mlflow.parentRunId"].nunique() == 1
+
+
+LEAKING = textwrap.dedent('''
+    import torch
+    from pruning_bench import Method
+
+    class Leaking(Method):
+        """Prunes, trains, then writes into pruned weights: its sparsity would be a lie."""
+        name = "leaking"
+
+        def run(self, ctx):
+            ctx.masks.prune_magnitude(ctx.target_sparsity)
+            ctx.train(steps=2)
+            with torch.no_grad():
+                for p in ctx.masks.params.values():
+                    p.add_(0.5)
+''')
+
+
+def test_a_method_that_leaks_into_pruned_weights_fails_its_trial(tmp_path):
+    plugin = tmp_path / "leaking.py"
+    plugin.write_text(LEAKING)
+    result = CliRunner().invoke(main, ["run", "--suite", "smoke", "--plugin", str(plugin), "--methods", "leaking",
+                                       "--sparsities", "0.5", "--epochs", "1", "--results-dir", str(tmp_path),
+                                       "--no-progress"])
+    assert result.exit_code == 1 and "MaskLeak: masked weights are not zero" in result.output
+    from pruning_bench.report import load_runs
+    failed = load_runs(f"sqlite:///{tmp_path}/mlflow.db", "smoke", status="FAILED")
+    assert list(failed["tags.method"]) == ["leaking"]
+
+
+def test_misspelled_method_params_section_is_an_error(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('[dataset]\nname = "smoke"\n[model]\nname = "smoke_cnn"\n[budget]\nepochs = 1\n'
+                    '[method_params.snipp]\nscore_batches = 2\n')
+    result = CliRunner().invoke(main, ["run", "--suite", str(path), "--methods", "snip", "--dry-run"])
+    assert result.exit_code == 2
+    assert "[method_params.snipp] names no registered method" in result.output

@@ -67,3 +67,34 @@ def test_suite_method_params_are_validated(tmp_path):
                     '[method_params.snip]\nscore_batch_sise = 3\n')
     with pytest.raises(BenchError, match="no parameter 'score_batch_sise'"):
         build_plan(load_suite(str(path)), [Snip], [0.5], [0], "equal")
+
+
+def test_where_the_data_lives_does_not_change_the_key():
+    suite = load_suite("smoke")
+    base = build_plan(suite, [Snip], [0.5], [0], "equal")[0].key
+    moved = suite.with_overrides(**{"dataset.data_dir": "/elsewhere", "dataset.download": True})
+    assert build_plan(moved, [Snip], [0.5], [0], "equal")[0].key == base
+
+
+def test_duplicate_sparsities_and_seeds_plan_each_trial_once():
+    plan = build_plan(load_suite("smoke"), [Snip], [0.5, 0.50], [0, 0], "equal")
+    assert len(plan) == 1
+
+
+def test_empty_seed_list_is_rejected(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('seeds = []\n[dataset]\nname = "smoke"\n[model]\nname = "smoke_cnn"\n[budget]\nepochs = 1\n')
+    with pytest.raises(BenchError, match="key 'seeds' is empty"):
+        load_suite(str(path))
+
+
+def test_integer_for_a_float_parameter_is_the_same_experiment():
+    from pruning_bench.methods.global_magnitude import GlobalMagnitude
+
+    params = GlobalMagnitude.parse_params({"gradual_begin": 0})
+    assert isinstance(params.gradual_begin, float)
+    suite = load_suite("smoke")
+    a = build_plan(suite, [GlobalMagnitude], [0.5], [0], "equal", params={"global_magnitude": params})[0]
+    b = build_plan(suite, [GlobalMagnitude], [0.5], [0], "equal",
+                   params={"global_magnitude": GlobalMagnitude.parse_params({"gradual_begin": 0.0})})[0]
+    assert a.key == b.key

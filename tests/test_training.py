@@ -82,3 +82,20 @@ def test_snapshot_restore_rewinds_weights_and_masks():
     for name, value in snap["model"].items():
         assert torch.equal(ctx.model.state_dict()[name], value)
     assert ctx.masks.sparsity() == 0.0
+
+
+def test_checkpoint_round_trip_restores_weights_masks_meter_and_rng(tmp_path):
+    ctx = make_context(policy="native", checkpoint_dir=tmp_path)
+    ctx.train(steps=3)
+    ctx.masks.prune_magnitude(0.5)
+    ctx.save_checkpoint({"round": 2})
+    expected_rng = torch.get_rng_state()
+    weights = {k: v.clone() for k, v in ctx.model.state_dict().items()}
+    used = ctx.budget.used_samples
+    fresh = make_context(policy="native", checkpoint_dir=tmp_path)
+    torch.manual_seed(123)  # disturb the global RNG: the checkpoint must put it back
+    assert fresh.load_checkpoint() == {"round": 2}
+    assert torch.equal(torch.get_rng_state(), expected_rng)
+    assert all(torch.equal(fresh.model.state_dict()[k], v) for k, v in weights.items())
+    assert fresh.masks.sparsity() == ctx.masks.sparsity() and fresh.budget.used_samples == used
+    assert fresh.budget.seconds_before > 0  # wall-clock before the interruption is carried over
