@@ -12,6 +12,7 @@ gradients visible) -> gradients of pruned weights zeroed -> optimizer step (unle
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
@@ -27,6 +28,8 @@ from pruning_bench.data import BatchStream, DataBundle, iterate_batches
 from pruning_bench.flops import TRAIN_FLOPS_PER_FORWARD
 from pruning_bench.masks import MaskSet
 from pruning_bench.suite import Recipe
+
+HEARTBEAT_SECONDS = 30.0  # without a terminal, a progress line at most this often (long GPU trials)
 
 
 class LRSchedule:
@@ -204,7 +207,7 @@ class Trainer:
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.use_amp else nullcontext()
         flops_version, fwd_flops = -1, 0.0
         losses: list[torch.Tensor] = []
-        t0 = time.perf_counter()
+        t0 = last_note = time.perf_counter()
         bar = tqdm(total=steps, desc=desc, leave=False, disable=None if self.progress else True, unit="step")
         for step in range(start_step, start_step + steps):
             state.step = step
@@ -241,7 +244,15 @@ class Trainer:
                 cb.on_step_end(state)
             if (step + 1) % stream.steps_per_epoch == 0:
                 state.epoch = (step + 1) // stream.steps_per_epoch
-                bar.set_postfix(epoch=state.epoch, loss=f"{float(loss.detach()):.3f}")
+                current = float(loss.detach())
+                if math.isnan(current):
+                    raise FloatingPointError(f"training loss became NaN by step {step} (epoch {state.epoch})")
+                bar.set_postfix(epoch=state.epoch, loss=f"{current:.3f}")
+                if bar.disable and self.progress and time.perf_counter() - last_note > HEARTBEAT_SECONDS:
+                    last_note = time.perf_counter()  # no terminal for a bar: a line now and then instead
+                    print(f"  {desc}: step {step + 1 - start_step}/{steps}, epoch {state.epoch}, "
+                          f"loss {current:.3f}, {self.meter.epochs_charged:.1f} epochs charged",
+                          file=sys.stderr, flush=True)
                 for cb in callbacks:
                     cb.on_epoch_end(state)
             bar.update()

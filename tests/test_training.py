@@ -99,3 +99,21 @@ def test_checkpoint_round_trip_restores_weights_masks_meter_and_rng(tmp_path):
     assert all(torch.equal(fresh.model.state_dict()[k], v) for k, v in weights.items())
     assert fresh.masks.sparsity() == ctx.masks.sparsity() and fresh.budget.used_samples == used
     assert fresh.budget.seconds_before > 0  # wall-clock before the interruption is carried over
+
+
+def test_without_a_terminal_progress_is_a_line_per_interval(monkeypatch, capsys):
+    import pruning_bench.training as training
+
+    monkeypatch.setattr(training, "HEARTBEAT_SECONDS", 0.0)
+    ctx = make_context(policy="native", epochs=2)
+    ctx.trainer.progress = True  # pytest's stderr is no terminal: the bar is off, lines come instead
+    ctx.train(epochs=2, desc="demo")
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip().startswith("demo:")]
+    assert len(lines) == 2 and "epoch 2" in lines[1] and "2.0 epochs charged" in lines[1]
+
+
+def test_nan_loss_stops_training_at_the_epoch_it_appears():
+    ctx = make_context(policy="native", epochs=3, recipe=Recipe(lr=1e12, batch_size=64, momentum=0.9))
+    with pytest.raises(FloatingPointError, match="NaN by step"):
+        ctx.train(epochs=3)
+    assert ctx.budget.epochs_charged < 3
