@@ -31,11 +31,13 @@ class Context:
     def __init__(self, *, model: nn.Module, data: DataBundle, recipe: Recipe, meter: BudgetMeter,
                  target_sparsity: float, params: Any, seed: int, device: torch.device,
                  checkpoint_dir: Path | None = None, log_fn: Callable[[str, float, int | None], None] | None = None,
+                 series_fn: Callable[[str, list[tuple[int, float]]], None] | None = None,
                  progress: bool = True) -> None:
         self.data, self.recipe, self.budget = data, recipe, meter
         self.target_sparsity, self.params, self.seed, self.device = target_sparsity, params, seed, device
         self.checkpoint_dir = checkpoint_dir
         self._log_fn = log_fn
+        self._series_fn = series_fn  # one batched write per training run (the loss curve)
         self.progress = progress
         self.generator = torch.Generator().manual_seed(seed)  # for a method's own randomness
         self.logged: list[tuple[str, float, int | None]] = []
@@ -96,9 +98,12 @@ class Context:
         if (epochs is None) == (steps is None):
             raise ValueError("give exactly one of epochs or steps")
         n = steps if steps is not None else self.epochs_to_steps(epochs)
-        return self.trainer.train(n, start_step=start_step, schedule_steps=schedule_steps,
-                                  data_seed=data_seed, callbacks=callbacks, optimizer=optimizer,
-                                  scheduler_factory=scheduler_factory, label=label, desc=desc or label)
+        result = self.trainer.train(n, start_step=start_step, schedule_steps=schedule_steps,
+                                    data_seed=data_seed, callbacks=callbacks, optimizer=optimizer,
+                                    scheduler_factory=scheduler_factory, label=label, desc=desc or label)
+        if self._series_fn is not None and result.epoch_losses:  # x = epochs charged so far in the trial
+            self._series_fn("train_loss", [(round(e), loss) for e, loss in result.epoch_losses])
+        return result
 
     def lr_at(self, step: int, schedule_steps: int) -> float:
         """The learning rate the suite's schedule gives at ``step`` of a ``schedule_steps`` run."""

@@ -108,7 +108,8 @@ def run_trial(trial: Trial, method_cls: type[Method], *, tracker: Tracker, paren
         ctx = Context(model=model, data=data, recipe=suite.recipe, meter=meter,
                       target_sparsity=trial.target_sparsity, params=trial.params, seed=trial.seed,
                       device=device, checkpoint_dir=checkpoint_dir, progress=progress,
-                      log_fn=lambda k, v, s: tracker.log_metric(run_id, k, v, s))
+                      log_fn=lambda k, v, s: tracker.log_metric(run_id, k, v, s),
+                      series_fn=lambda k, points: tracker.log_series(run_id, k, points))
         denominator = ctx.masks.total()
         flops_dense = ctx.flop_profile.total
         choose_threads(threads)

@@ -144,6 +144,15 @@ class Tracker:
         for i in range(0, len(items), 500):
             self.client.log_batch(run_id, metrics=items[i:i + 500])
 
+    def log_series(self, run_id: str, key: str, points: list[tuple[int, float]]) -> None:
+        """Many (step, value) points of one metric in one write (e.g. a loss curve)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(key, float(v), now, int(s)) for s, v in points]
+        for i in range(0, len(items), 500):
+            self.client.log_batch(run_id, metrics=items[i:i + 500])
+
     def log_metric(self, run_id: str, key: str, value: float, step: int | None = None) -> None:
         self.client.log_metric(run_id, key, value, step=step or 0)
 

@@ -103,6 +103,7 @@ class TrainResult:
     mean_loss: float
     seconds: float
     losses: list[float] = field(default_factory=list)
+    epoch_losses: list[tuple[float, float]] = field(default_factory=list)  # (epochs charged, mean loss)
 
 
 @dataclass(frozen=True)
@@ -207,6 +208,8 @@ class Trainer:
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.use_amp else nullcontext()
         flops_version, fwd_flops = -1, 0.0
         losses: list[torch.Tensor] = []
+        epoch_losses: list[tuple[float, float]] = []
+        epoch_start = 0  # index into losses where the current epoch began
         t0 = last_note = time.perf_counter()
         bar = tqdm(total=steps, desc=desc, leave=False, disable=None if self.progress else True, unit="step")
         for step in range(start_step, start_step + steps):
@@ -245,6 +248,8 @@ class Trainer:
             if (step + 1) % stream.steps_per_epoch == 0:
                 state.epoch = (step + 1) // stream.steps_per_epoch
                 current = float(loss.detach())
+                epoch_losses.append((self.meter.epochs_charged, float(torch.stack(losses[epoch_start:]).mean())))
+                epoch_start = len(losses)
                 if math.isnan(current):
                     raise FloatingPointError(f"training loss became NaN by step {step} (epoch {state.epoch})")
                 bar.set_postfix(epoch=state.epoch, loss=f"{current:.3f}")
@@ -263,7 +268,7 @@ class Trainer:
                                      f"{start_step + next(i for i, v in enumerate(loss_values) if math.isnan(v))})")
         return TrainResult(optimizer=optimizer, end_step=start_step + steps, steps=steps,
                            mean_loss=sum(loss_values) / max(len(loss_values), 1),
-                           seconds=time.perf_counter() - t0, losses=loss_values)
+                           seconds=time.perf_counter() - t0, losses=loss_values, epoch_losses=epoch_losses)
 
     def _check_wall_clock(self) -> None:
         cap = self.meter.max_seconds

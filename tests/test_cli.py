@@ -46,6 +46,10 @@ def test_run_records_every_trial_with_the_schema(store):
     assert (runs["metrics.epochs_charged"] == 2.0).all()  # equal policy: everyone used the same budget
     assert (runs["tags.mlflow.parentRunId"].nunique()) == 1   # children of one sweep run
     assert "[10/10]" in output and "| snip" in output
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(f"sqlite:///{root}/mlflow.db")
+    curve = client.get_metric_history(runs["run_id"].iloc[0], "train_loss")
+    assert sorted(m.step for m in curve) == [1, 2]  # one point per epoch, x = epochs charged
 
 
 def test_layer_table_artifact(store):
