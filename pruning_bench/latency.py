@@ -14,6 +14,8 @@ import time
 import torch
 from torch import nn
 
+from pruning_bench.training import uses_channels_last
+
 BATCH_SIZE = 64
 WARMUP = 3
 REPEATS = 10
@@ -29,7 +31,7 @@ def measure_latency(model: nn.Module, input_shape: tuple[int, ...], device: torc
     was_training = model.training
     model.eval()
     x = torch.zeros((batch_size, *input_shape), device=device)
-    if device.type == "cuda" and len(input_shape) == 3:
+    if uses_channels_last(device, tuple(input_shape)):
         x = x.to(memory_format=torch.channels_last)  # as the training loop and evaluation use
     try:
         for _ in range(warmup):

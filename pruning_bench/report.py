@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from pruning_bench.errors import BenchError
-from pruning_bench.report_stats import TEST_DESCRIPTION, higher_is_better, rank_column, summarize
+from pruning_bench.report_stats import TEST_DESCRIPTION, higher_is_better, rank_column, si_split, summarize
 from pruning_bench.tracking import _quiet_mlflow, tracking_uri_scope
 
 FORMATS = ("md", "html", "csv")
@@ -271,10 +271,8 @@ def leaderboard_markdown(runs: pd.DataFrame, metric: str = "test_acc") -> str:
 def _si(value: float, unit: str = "") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return MISSING
-    for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= factor:
-            return f"{value / factor:.3g} {prefix}{unit}"
-    return f"{value:.3g} {unit}".strip()
+    scaled, prefix = si_split(value)
+    return f"{scaled:.3g} {prefix}{unit}".strip()
 
 
 def _num(value: float, fmt: str = "{:.3g}") -> str:

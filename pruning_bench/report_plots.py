@@ -17,6 +17,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
+from pruning_bench.report_stats import si_split  # noqa: E402
+
 MARKERS = "osD^vP*Xh<>p"
 
 
@@ -64,10 +66,8 @@ def _log_ticks(lo: float, hi: float) -> list[float]:
 
 
 def _si_label(value: float) -> str:
-    for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= factor:
-            return f"{value / factor:g}{prefix}"
-    return f"{value:g}"
+    scaled, prefix = si_split(value)
+    return f"{scaled:g}{prefix}"
 
 
 def _log_axis(ax, values: list[float], *, invert: bool = False, si: bool = False) -> None:

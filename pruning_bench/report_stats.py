@@ -96,3 +96,11 @@ def rank_column(cells: dict[str, Sequence[float]], *, higher: bool = True) -> Ra
         p_vs_best[k] = p
         tied[k] = not math.isnan(p) and p >= ALPHA
     return Ranking(best, tied, p_vs_best)
+
+
+def si_split(value: float) -> tuple[float, str]:
+    """``value`` scaled to its SI prefix: 2.5e9 -> (2.5, "G")."""
+    for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return value / factor, prefix
+    return value, ""

@@ -32,6 +32,11 @@ from pruning_bench.suite import Recipe
 HEARTBEAT_SECONDS = 30.0  # without a terminal, a progress line at most this often (long GPU trials)
 
 
+def uses_channels_last(device: torch.device, input_shape: tuple[int, ...]) -> bool:
+    """channels_last for image models on CUDA only (measured slower or neutral elsewhere)."""
+    return device.type == "cuda" and len(input_shape) == 3
+
+
 class LRSchedule:
     """Learning-rate factor as a function of the step, for a run of ``total_steps`` steps.
 
@@ -130,7 +135,7 @@ class Trainer:
         self.forward_flops = flops          # current per-sample forward FLOPs (depends on the masks)
         self.progress = progress
         self.use_amp = device.type == "cuda"
-        self.channels_last = device.type == "cuda" and len(data.input_shape) == 3
+        self.channels_last = uses_channels_last(device, data.input_shape)
         self._streams: dict[tuple[int, int], BatchStream] = {}
 
     def stream(self, data_seed: int | None = None, batch_size: int | None = None) -> BatchStream:
@@ -286,7 +291,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, data: DataBundl
     model.eval()
     correct = correct5 = 0
     loss_sum = 0.0
-    channels_last = device.type == "cuda" and len(data.input_shape) == 3
+    channels_last = uses_channels_last(device, data.input_shape)
     for xb, yb in iterate_batches(x, y, batch_size=batch_size, mean=data.mean, std=data.std,
                                   device=device, channels_last=channels_last):
         out = model(xb).float()
