@@ -33,29 +33,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pruning_bench.context import Context
-from pruning_bench.iterative import finish_round, plan_rounds, rewind, start_or_resume
+from pruning_bench.iterative import RoundParams, finish_round, rewind, start_or_resume
 from pruning_bench.method import Method
 
 
 @dataclass(frozen=True)
-class IMPParams:
-    prune_fraction: float = 0.2     # share of the remaining weights pruned per round (OpenLTH)
-    rewind_iters: int = 500         # rewind step k in iterations (LMC: 500 for ResNet-20 at batch 128)
-    rewind_fraction: float = 0.0    # if > 0: k = rewind_fraction * round length, overriding rewind_iters
-    min_round_steps: int = 1        # equal: shortest round (steps k..R) before rounds are dropped
-    min_round_fraction: float = 0.25  # equal: shortest round as a share of the budget (iterative.py)
-
-    def validate(self) -> None:
-        if not 0 <= self.min_round_fraction < 1:
-            raise ValueError(f"min_round_fraction must be in [0, 1), got {self.min_round_fraction}")
-        if not 0 < self.prune_fraction < 1:
-            raise ValueError(f"prune_fraction must be in (0, 1), got {self.prune_fraction}")
-        if self.rewind_iters < 0:
-            raise ValueError(f"rewind_iters must be >= 0, got {self.rewind_iters}")
-        if not 0 <= self.rewind_fraction <= 0.5:
-            raise ValueError(f"rewind_fraction must be in [0, 0.5], got {self.rewind_fraction}")
-        if self.min_round_steps < 1:
-            raise ValueError(f"min_round_steps must be >= 1, got {self.min_round_steps}")
+class IMPParams(RoundParams):
+    """prune_fraction, rewind_iters, rewind_fraction, min_round_steps, min_round_fraction (iterative.py)."""
 
 
 class IMP(Method):
@@ -66,10 +50,7 @@ class IMP(Method):
 
     def run(self, ctx: Context) -> None:
         p: IMPParams = self.params
-        plan, theta_k, first = start_or_resume(ctx, lambda: plan_rounds(
-            ctx, prune_fraction=p.prune_fraction, rewind_iters=p.rewind_iters,
-            rewind_fraction=p.rewind_fraction, min_round_steps=p.min_round_steps,
-            min_round_fraction=p.min_round_fraction))
+        plan, theta_k, first = start_or_resume(ctx, lambda: p.plan(ctx))
         k, R = plan.rewind_step, plan.round_steps
         for r in range(first, plan.rounds + 1):
             rewind(ctx, theta_k)

@@ -51,7 +51,7 @@ from torch.optim.swa_utils import SWALR, AveragedModel
 
 from pruning_bench.context import Context
 from pruning_bench.data.batches import mix_seed
-from pruning_bench.iterative import RoundPlan, finish_round, plan_rounds, rewind, start_or_resume
+from pruning_bench.iterative import RoundParams, RoundPlan, finish_round, rewind, start_or_resume
 from pruning_bench.masks import MaskSet, prunable_weights
 from pruning_bench.method import Method
 from pruning_bench.training import StepState, TrainCallback
@@ -60,35 +60,27 @@ SWA_LR_AT_LR_01 = 0.05  # App. B: constant SWA learning rate 0.05 (at base lr 0.
 
 
 @dataclass(frozen=True)
-class SWAMPParams:
+class SWAMPParams(RoundParams):
+    """The round-planning fields (prune_fraction, rewind_iters, ...) come from ``RoundParams``."""
+
     particles: int = 4              # N
     swa_start: float = 0.75         # SWA phase = the last 25% of each round's schedule; 1.0 = off
     swa_lr: float = 0.0             # 0 = 0.05 x (suite lr / 0.1)
     swa_interval: int = 0           # steps between SWA collections; 0 = one epoch
     swa_anneal_steps: int = 0       # SWALR annealing to swa_lr; 0 = constant from the first SWA step
-    prune_fraction: float = 0.2
-    rewind_iters: int = 500
-    rewind_fraction: float = 0.0    # if > 0: k = rewind_fraction x round length
-    min_round_steps: int = 1        # equal: shortest round (steps k..R) before rounds are dropped
-    min_round_fraction: float = 0.25  # equal: shortest round as a share of the budget (iterative.py)
     swamp_plus: bool = False        # one particle below plus_sparsity, N at or above it
     plus_sparsity: float = 0.5
     dense_particles: int = 1        # training runs of the dense round 0
     bn_fraction: float = 1.0        # epochs of training batches for BN recalibration
 
     def validate(self) -> None:
-        if not 0 <= self.min_round_fraction < 1:
-            raise ValueError(f"min_round_fraction must be in [0, 1), got {self.min_round_fraction}")
+        super().validate()
         if self.particles < 1 or self.dense_particles < 1:
             raise ValueError("particles and dense_particles must be >= 1")
         if not 0 < self.swa_start <= 1:
             raise ValueError(f"swa_start must be in (0, 1], got {self.swa_start}")
         if self.swa_lr < 0 or self.swa_interval < 0 or self.swa_anneal_steps < 0:
             raise ValueError("swa_lr, swa_interval and swa_anneal_steps must be >= 0")
-        if not 0 < self.prune_fraction < 1:
-            raise ValueError(f"prune_fraction must be in (0, 1), got {self.prune_fraction}")
-        if self.rewind_iters < 0 or not 0 <= self.rewind_fraction <= 0.5 or self.min_round_steps < 1:
-            raise ValueError("need rewind_iters >= 0, rewind_fraction in [0, 0.5] and min_round_steps >= 1")
         if not 0 <= self.plus_sparsity < 1:
             raise ValueError(f"plus_sparsity must be in [0, 1), got {self.plus_sparsity}")
         if not 0 < self.bn_fraction <= 1:
@@ -154,11 +146,7 @@ class SWAMP(Method):
 
     def run(self, ctx: Context) -> None:
         p: SWAMPParams = self.params
-        plan, theta_k, first = start_or_resume(ctx, lambda: plan_rounds(
-            ctx, prune_fraction=p.prune_fraction, rewind_iters=p.rewind_iters,
-            rewind_fraction=p.rewind_fraction, min_round_steps=p.min_round_steps,
-            min_round_fraction=p.min_round_fraction,
-            particles_for=self.particles_for))
+        plan, theta_k, first = start_or_resume(ctx, lambda: p.plan(ctx, self.particles_for))
         for r in range(first, plan.rounds + 1):
             n = plan.particles[r]
             states, accs = [], []

@@ -39,6 +39,34 @@ from pruning_bench.errors import BenchError
 MAX_REWIND_SHARE = 0.5  # the rewind step never passes this fraction of a round
 
 
+@dataclass(frozen=True)
+class RoundParams:
+    """The round-planning parameters IMP and SWAMP share (their Params extend this)."""
+
+    prune_fraction: float = 0.2     # share of the remaining weights pruned per round (OpenLTH)
+    rewind_iters: int = 500         # rewind step k in iterations (LMC: 500 for ResNet-20 at batch 128)
+    rewind_fraction: float = 0.0    # if > 0: k = rewind_fraction * round length, overriding rewind_iters
+    min_round_steps: int = 1        # equal: shortest round (steps k..R) before rounds are dropped
+    min_round_fraction: float = 0.25  # equal: shortest round as a share of the budget
+
+    def validate(self) -> None:
+        if not 0 < self.prune_fraction < 1:
+            raise ValueError(f"prune_fraction must be in (0, 1), got {self.prune_fraction}")
+        if self.rewind_iters < 0:
+            raise ValueError(f"rewind_iters must be >= 0, got {self.rewind_iters}")
+        if not 0 <= self.rewind_fraction <= 0.5:
+            raise ValueError(f"rewind_fraction must be in [0, 0.5], got {self.rewind_fraction}")
+        if self.min_round_steps < 1:
+            raise ValueError(f"min_round_steps must be >= 1, got {self.min_round_steps}")
+        if not 0 <= self.min_round_fraction < 1:
+            raise ValueError(f"min_round_fraction must be in [0, 1), got {self.min_round_fraction}")
+
+    def plan(self, ctx: Context, particles_for: Callable[[int, float], int] = lambda r, s: 1) -> RoundPlan:
+        return plan_rounds(ctx, prune_fraction=self.prune_fraction, rewind_iters=self.rewind_iters,
+                           rewind_fraction=self.rewind_fraction, particles_for=particles_for,
+                           min_round_steps=self.min_round_steps, min_round_fraction=self.min_round_fraction)
+
+
 def round_sparsities(target: float, prune_fraction: float = 0.2) -> list[float]:
     """Sparsity after each pruning step: 1 - (1 - f)^r until the next step would reach the target; the
     last entry is the target exactly. Its length is the number of pruning rounds L (e.g. 8, 11, 14 for
