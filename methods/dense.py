@@ -17,4 +17,4 @@ class Dense(Method):
     prunes = False
 
     def run(self, ctx: Context) -> None:
-        ctx.train(steps=ctx.budget_steps, desc="dense")
+        ctx.train(steps=ctx.remaining_steps(), desc="dense")  # the whole budget, in any unit

@@ -11,12 +11,15 @@ s_t = s_f (1 - (1 - (t - t_0)/(t_end - t_0))^3), the mask recomputed every ``gra
 |w| among the weights still alive (pruned weights never return). The original library ranks per layer;
 Gupta et al. recommend a global ranking when pruning gradually, which is what this does.
 
-Budgets:
-- one-shot, ``equal``: the suite's budget is split: ``1 - finetune_fraction`` dense training (its own
-  full learning-rate schedule), then ``finetune_fraction`` fine-tuning with the schedule restarted, as
-  GlobalMP's fine-tuning script does.
-- one-shot, ``native``: a full dense run of the suite's length, then ``finetune_fraction`` of it fine-tuning.
-- gradual: one run of the suite's length under either policy (pruning happens during training).
+Budgets (in the budget's unit; ``pruning_bench.budget``):
+- one-shot, ``equal``: the budget is split: ``1 - finetune_fraction`` dense training (its own full
+  learning-rate schedule), then the rest fine-tuning with the schedule restarted, as GlobalMP's
+  fine-tuning script does. The fine-tune continues the data stream where dense training stopped (new
+  batches, never a replay of the first epochs). In the ``flops`` unit the pruned net's steps are cheaper,
+  so the fine-tune gets more of them.
+- one-shot, ``native``: a full dense run of the budget, then ``finetune_fraction`` of it fine-tuning.
+- gradual: one run of the budget under either policy (pruning happens during training); in the ``flops``
+  unit its length is priced with the schedule's estimated masks (each cheaper than the last).
 """
 
 from __future__ import annotations
@@ -59,10 +62,21 @@ class GradualPruning(TrainCallback):
     def __init__(self, ctx: Context, target: float, begin: int, end: int, interval: int) -> None:
         self.ctx, self.target, self.begin, self.end, self.interval = ctx, target, begin, end, interval
 
+    def prunes_after(self, step: int) -> bool:
+        t = step + 1
+        return self.begin <= t <= self.end and (not (t - self.begin) % self.interval or t == self.end)
+
+    def sparsity_at(self, step: int) -> float:
+        """The sparsity the mask has while ``step`` trains (the last update at or before it)."""
+        if step < self.begin:
+            return 0.0
+        t = self.end if step >= self.end else self.begin + (step - self.begin) // self.interval * self.interval
+        return round(cubic_sparsity(t, self.target, self.begin, self.end), 2)
+
     def on_step_end(self, state: StepState) -> None:
-        t = state.step + 1
-        if t < self.begin or t > self.end or ((t - self.begin) % self.interval and t != self.end):
+        if not self.prunes_after(state.step):
             return
+        t = state.step + 1
         s = cubic_sparsity(t, self.target, self.begin, self.end)
         if s > self.ctx.masks.sparsity():
             self.ctx.masks.prune_magnitude(s)
@@ -78,20 +92,20 @@ class GlobalMagnitude(Method):
     def run(self, ctx: Context) -> None:
         p: GlobalMagnitudeParams = self.params
         if p.schedule == "gradual":
-            total = ctx.budget_steps
-            interval = p.gradual_interval or max(1, total // 100)
-            cb = GradualPruning(ctx, ctx.target_sparsity, round(p.gradual_begin * total),
-                                round(p.gradual_end * total), interval)
-            ctx.train(steps=total, callbacks=[cb], desc="gradual")
+            total = ctx.affordable_steps(sparsity_at=lambda T: self._schedule(ctx, T).sparsity_at)
+            ctx.train(steps=total, callbacks=[self._schedule(ctx, total)], desc="gradual")
             return
-        if ctx.budget.policy == "equal":
-            dense_epochs = (1 - p.finetune_fraction) * ctx.budget_epochs
-        else:
-            dense_epochs = ctx.budget_epochs
-        ctx.train(steps=ctx.epochs_to_steps(dense_epochs), desc="dense")
+        dense = ctx.steps_for_fraction(1 - p.finetune_fraction if ctx.budget.enforced else 1.0)
+        ctx.train(steps=dense, desc="dense")
         ctx.log("dense_val_acc", ctx.evaluate("val").acc)
         ctx.masks.prune_magnitude(ctx.target_sparsity, among_active=False)
         ctx.log("pruned_val_acc", ctx.evaluate("val").acc)
-        finetune = ctx.remaining_steps() if ctx.budget.policy == "equal" else \
-            ctx.epochs_to_steps(p.finetune_fraction * ctx.budget_epochs)
-        ctx.train(steps=finetune, desc="finetune")
+        finetune = ctx.remaining_steps(start_step=dense) if ctx.budget.enforced else \
+            ctx.steps_for_fraction(p.finetune_fraction, start_step=dense)
+        ctx.train(steps=finetune, data_start=dense, desc="finetune")  # new batches: the stream continues
+
+    def _schedule(self, ctx: Context, total: int) -> GradualPruning:
+        p: GlobalMagnitudeParams = self.params
+        interval = p.gradual_interval or max(1, total // 100)
+        return GradualPruning(ctx, ctx.target_sparsity, round(p.gradual_begin * total),
+                              round(p.gradual_end * total), interval)

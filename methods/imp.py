@@ -22,9 +22,12 @@ Algorithm (shared round machinery in :mod:`pruning_bench.iterative`):
 Where this differs from OpenLTH: each pruning step keeps exactly round((1-f)^r * N) weights (OpenLTH
 removes ceil(f * remaining) plus ties, pitfall 9), so per-round sparsities follow 1 - 0.8^r exactly.
 
-Budgets: ``native`` makes every round a full run of the suite's length (cost k + (L+1)(R-k) steps,
-about (L+1)x); ``equal`` keeps L and shortens the round length R so that k + (L+1)(R-k) fits in the
-suite's budget (rule in :mod:`pruning_bench.iterative`). ``rewind_iters`` (default 500, OpenLTH's
+Budgets: ``native`` makes every round a full run of the trial's budget (cost k + (L+1)(R-k) steps,
+about (L+1)x); ``equal`` keeps L and the 20% steps and shortens the round length R so that
+k + (L+1)(R-k) fits in the budget; when that would make rounds shorter than the suite's
+``min_round_epochs`` the trial is recorded as ``does_not_fit`` with the budget it needs (rule in
+:mod:`pruning_bench.iterative`). A schedule adapted on purpose is a parameter, e.g.
+``imp[prune_fraction=0.5]``: its own row in the report. ``rewind_iters`` (default 500, OpenLTH's
 ResNet-20 at batch 128) or ``rewind_fraction`` of a round; k never exceeds half a round.
 """
 
@@ -33,13 +36,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pruning_bench.context import Context
-from pruning_bench.iterative import RoundParams, finish_round, rewind, start_or_resume
+from pruning_bench.iterative import RoundParams, finish_round, rewind, round_steps, start_or_resume
 from pruning_bench.method import Method
 
 
 @dataclass(frozen=True)
 class IMPParams(RoundParams):
-    """prune_fraction, rewind_iters, rewind_fraction, min_round_steps, min_round_fraction (iterative.py)."""
+    """prune_fraction, rewind_iters, rewind_fraction (iterative.py)."""
 
 
 class IMP(Method):
@@ -51,9 +54,10 @@ class IMP(Method):
     def run(self, ctx: Context) -> None:
         p: IMPParams = self.params
         plan, theta_k, first = start_or_resume(ctx, lambda: p.plan(ctx))
-        k, R = plan.rewind_step, plan.round_steps
+        k = plan.rewind_step
         for r in range(first, plan.rounds + 1):
             rewind(ctx, theta_k)
+            R = round_steps(ctx, plan, r)
             ctx.train(steps=R - k, start_step=k, schedule_steps=R, label="train",
                       desc=f"imp round {r}/{plan.rounds}")
             finish_round(ctx, plan, theta_k, r)

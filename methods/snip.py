@@ -18,8 +18,10 @@ Choices where the references differ (recorded as parameters and in the docstring
 - The same initialisation is trained (Synaptic-Flow / OpenLTH); the official code trains a second,
   independently drawn initialisation. Frankle et al. (ICLR 2021) found SNIP insensitive to this.
 - Scoring data: ``score_batches`` x ``score_batch_size`` random training examples (official: one batch
-  of 100, 128 for VGG); Synaptic-Flow uses 10 per class. Scoring is not a training pass: it is not
-  charged to the sample budget, only its FLOPs are recorded.
+  of 100, 128 for VGG); Synaptic-Flow uses 10 per class. Scoring is a forward + backward pass over
+  training data, charged like a training step (label ``scoring``); training gets the rest of the budget.
+  In the ``flops`` unit the sparse network's steps are cheaper, so SNIP trains more steps than dense
+  for the same FLOPs (the comparison RigL §4 makes).
 - Exact-k selection with ``torch.topk`` (ties broken by position), so achieved sparsity equals the target.
 """
 
@@ -32,7 +34,6 @@ import torch
 import torch.nn.functional as F
 
 from pruning_bench.context import Context
-from pruning_bench.flops import TRAIN_FLOPS_PER_FORWARD
 from pruning_bench.masks import MaskSet
 from pruning_bench.method import Method
 
@@ -72,9 +73,9 @@ class Snip(Method):
 
     def run(self, ctx: Context) -> None:
         p: SnipParams = self.params
-        batches = list(ctx.batches(p.score_batches, batch_size=p.score_batch_size))
+        batches = ctx.batches(p.score_batches, batch_size=p.score_batch_size, label="scoring")
         scores = snip_scores(ctx.model, ctx.masks, batches, bn_eval=p.bn_eval)
-        ctx.budget.charge_flops(sum(len(y) for _, y in batches) * TRAIN_FLOPS_PER_FORWARD * ctx.effective_flops())
         ctx.masks.prune_to_global(scores, ctx.target_sparsity, among_active=False)
         ctx.log("pruned_sparsity", ctx.masks.sparsity())
-        ctx.train(steps=ctx.budget_steps, desc="snip")
+        steps = ctx.remaining_steps() if ctx.budget.enforced else ctx.budget_steps
+        ctx.train(steps=steps, desc="snip")

@@ -28,16 +28,23 @@ Choices where the paper leaves details open (each a parameter):
 - ``swa_lr`` 0 means 0.05 x (suite lr / 0.1) (App. B's 0.05 at lr 0.1); ``swa_anneal_steps`` 0 = the
   constant SWA rate from the first SWA step. ``swa_start`` is a fraction of the round's schedule,
   never before k; 1.0 switches SWA off (each particle contributes its last iterate).
-- The dense round 0 trains ``dense_particles`` runs (default 1, the issue's cost model 1 + L x N).
+- The dense round 0 trains N particles too (``dense_particles`` 0 = N), so the first mask already comes
+  from an average, as the paper's first cycle; the cost is (L + 1) x N runs.
 - SWAMP+ (§4.3, "one particle early, several late"): with ``swamp_plus``, rounds training at a
   sparsity below ``plus_sparsity`` use one particle; rounds at or above it use N.
-- BN recalibration uses ``bn_fraction`` of an epoch (1.0 = a full pass, as ``update_bn`` over the
-  loader does; SMS uses 0.2); it is not a training pass (FLOPs recorded, no budget charged).
+- BN recalibration uses ``bn_fraction`` of an epoch of training batches (default 0.2, Sparse Model
+  Soups' ``bn_recalibration_frac``; 1.0 = a full pass, as ``update_bn`` over a loader). It is a
+  forward-only pass over training data and is charged like every other pass.
+- ``particle_eval``: each particle's SWA solution is evaluated on the validation split after its own
+  BN recalibration (``round_particle_val_acc``, mean and best; the paper's "average vs particles"
+  comparison, Fig. 3); those recalibrations are charged too. Off saves (N x bn_fraction / 3) epochs a
+  round.
 
-Budgets (:mod:`pruning_bench.iterative`): every particle-step is charged (label ``particle-n``).
-``native``: every round a full run of the suite's length (cost about 1 + L x N dense runs); ``equal``:
-the round length R shrinks until pretraining plus every particle of every round fits in the budget,
-so SWAMP gets shorter rounds than IMP at the same budget.
+Budgets (:mod:`pruning_bench.iterative`): every particle-step is charged (label ``particle-n``), and
+every BN recalibration (label ``bn-recalibration``). ``native``: every round a full run of the trial's
+budget (cost about (L + 1) x N runs); ``equal``: SWAMP keeps its L rounds, 20% steps and N particles,
+and the round length R shrinks until pretraining plus every particle of every round fits; below the
+suite's ``min_round_epochs`` the trial is ``does_not_fit`` (it needs about N times IMP's budget).
 """
 
 from __future__ import annotations
@@ -51,7 +58,7 @@ from torch.optim.swa_utils import SWALR, AveragedModel
 
 from pruning_bench.context import Context
 from pruning_bench.data.batches import mix_seed
-from pruning_bench.iterative import RoundParams, RoundPlan, finish_round, rewind, start_or_resume
+from pruning_bench.iterative import RoundParams, finish_round, rewind, round_steps, start_or_resume
 from pruning_bench.masks import MaskSet, prunable_weights
 from pruning_bench.method import Method
 from pruning_bench.training import StepState, TrainCallback
@@ -70,13 +77,14 @@ class SWAMPParams(RoundParams):
     swa_anneal_steps: int = 0       # SWALR annealing to swa_lr; 0 = constant from the first SWA step
     swamp_plus: bool = False        # one particle below plus_sparsity, N at or above it
     plus_sparsity: float = 0.5
-    dense_particles: int = 1        # training runs of the dense round 0
-    bn_fraction: float = 1.0        # epochs of training batches for BN recalibration
+    dense_particles: int = 0        # training runs of the dense round 0; 0 = particles (the paper)
+    bn_fraction: float = 0.2        # epochs of training batches per BN recalibration (SMS's 0.2)
+    particle_eval: bool = True      # each particle's SWA solution: BN recalibrated, val accuracy logged
 
     def validate(self) -> None:
         super().validate()
-        if self.particles < 1 or self.dense_particles < 1:
-            raise ValueError("particles and dense_particles must be >= 1")
+        if self.particles < 1 or self.dense_particles < 0:
+            raise ValueError("particles must be >= 1 and dense_particles >= 0 (0 = particles)")
         if not 0 < self.swa_start <= 1:
             raise ValueError(f"swa_start must be in (0, 1], got {self.swa_start}")
         if self.swa_lr < 0 or self.swa_interval < 0 or self.swa_anneal_steps < 0:
@@ -138,38 +146,51 @@ class SWAMP(Method):
 
     def particles_for(self, r: int, sparsity: float) -> int:
         p: SWAMPParams = self.params
-        if r == 0:
-            return p.dense_particles
         if p.swamp_plus and sparsity < p.plus_sparsity:
             return 1
+        if r == 0:
+            return p.dense_particles or p.particles
         return p.particles
+
+    def recalibrations_for(self, particles: int) -> int:
+        """BN recalibrations a round of ``particles`` runs makes: the average's, plus one per particle
+        when their SWA solutions are evaluated (a lone particle is its own average)."""
+        return 1 + (particles if self.params.particle_eval and particles > 1 else 0)
 
     def run(self, ctx: Context) -> None:
         p: SWAMPParams = self.params
-        plan, theta_k, first = start_or_resume(ctx, lambda: p.plan(ctx, self.particles_for))
+        recal = ctx.recalibration_samples(p.bn_fraction)
+        plan, theta_k, first = start_or_resume(
+            ctx, lambda: p.plan(ctx, self.particles_for, lambda r, n: self.recalibrations_for(n) * recal))
+        k = plan.rewind_step
         for r in range(first, plan.rounds + 1):
             n = plan.particles[r]
+            R = round_steps(ctx, plan, r)
             states, accs = [], []
             for i in range(n):
                 rewind(ctx, theta_k)
-                states.append(self.train_particle(ctx, plan, r, i, particle_seed(ctx.seed, r, i, n)))
-                accs.append(ctx.evaluate("val").acc)
+                states.append(self.train_particle(ctx, k, R, f"swamp round {r}/{plan.rounds} particle {i}",
+                                                  i, particle_seed(ctx.seed, r, i, n)))
+                if self.recalibrations_for(n) > 1:  # this particle's SWA solution, on its own BN statistics
+                    self.load_average(ctx, states[-1:])
+                    accs.append(ctx.evaluate("val").acc)
             self.particle_states = states
             self.load_average(ctx, states)
             ctx.log("round_particles", n, step=r)
-            ctx.log("round_particle_val_acc", sum(accs) / n, step=r)
+            if accs:
+                ctx.log("round_particle_val_acc", sum(accs) / n, step=r)
+                ctx.log("round_particle_val_acc_best", max(accs), step=r)
             finish_round(ctx, plan, theta_k, r)
 
-    def train_particle(self, ctx: Context, plan: RoundPlan, r: int, i: int,
+    def train_particle(self, ctx: Context, k: int, R: int, desc: str, i: int,
                        data_seed: int | None) -> dict[str, torch.Tensor]:
-        """Train one particle from theta_k (already loaded) and return its SWA parameters (its last
-        iterate when no SWA step was collected)."""
+        """Train one particle from theta_k (already loaded) over steps k .. R of an R-step schedule and
+        return its SWA parameters (its last iterate when no SWA step was collected)."""
         p: SWAMPParams = self.params
-        k, R = plan.rewind_step, plan.round_steps
         swa_from = max(k, min(R, round(p.swa_start * R)))
         collector = SWACollector(ctx.model, ctx.masks,
                                  swa_points(swa_from, R, p.swa_interval or ctx.steps_per_epoch))
-        label, desc = f"particle-{i}", f"swamp round {r}/{plan.rounds} particle {i}"
+        label = f"particle-{i}"
         optimizer = None
         if swa_from > k:
             optimizer = ctx.train(steps=swa_from - k, start_step=k, schedule_steps=R, data_seed=data_seed,
@@ -185,7 +206,7 @@ class SWAMP(Method):
         return {n: q.detach().clone() for n, q in ctx.model.named_parameters()}
 
     def load_average(self, ctx: Context, states: list[dict[str, torch.Tensor]]) -> None:
-        """Put the particles' average into ``ctx.model``, re-mask, recompute BN statistics."""
+        """Put the particles' average into ``ctx.model``, re-mask, recompute BN statistics (charged)."""
         average = average_parameters(states)
         with torch.no_grad():
             for name, q in ctx.model.named_parameters():

@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 # Bump when a change alters what a trial computes (training loop, measurements, method defaults):
 # it is part of every trial key, so finished trials of an older harness are not reused silently.
-RESULT_VERSION = "1"
+RESULT_VERSION = "2"
 
 _LAZY = {"Method": "pruning_bench.method", "Context": "pruning_bench.context",
          "TrainCallback": "pruning_bench.training"}

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import sys
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import click
 
-from pruning_bench.budget import POLICIES
+from pruning_bench.budget import POLICIES, UNITS
 from pruning_bench.errors import BenchError, unknown_choice
-from pruning_bench.suite import check_sparsity, load_suite
+from pruning_bench.suite import check_multiple, check_sparsity, load_suite
 
 
 class BenchGroup(click.Group):
@@ -37,7 +39,54 @@ def main() -> None:
 
 
 def _split(value: str | None) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+    """Comma-separated items; commas inside brackets (``imp[a=1,b=2]``) do not split."""
+    if not value:
+        return []
+    items, depth, current = [], 0, ""
+    for ch in value:
+        depth += (ch == "[") - (ch == "]")
+        if ch == "," and depth == 0:
+            items.append(current)
+            current = ""
+        else:
+            current += ch
+    items.append(current)
+    return [v.strip() for v in items if v.strip()]
+
+
+def parse_method_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``imp`` -> ("imp", {}); ``imp[prune_fraction=0.5, rewind_iters=10]`` -> ("imp", {...}). Values are
+    read as TOML (numbers, true/false, "strings"); a bare word is a string."""
+    name, bracket, rest = spec.partition("[")
+    if not bracket:
+        return spec.strip(), {}
+    if not rest.endswith("]") or not name.strip():
+        raise BenchError(f"--methods: '{spec}' is not NAME or NAME[key=value,...], e.g. imp[prune_fraction=0.5]")
+    overrides: dict[str, Any] = {}
+    for item in _split(rest[:-1]):
+        key, eq, raw = item.partition("=")
+        if not eq or not key.strip():
+            raise BenchError(f"--methods: '{item}' in '{spec}' is not key=value, e.g. imp[prune_fraction=0.5]")
+        try:
+            overrides[key.strip()] = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            overrides[key.strip()] = raw.strip()
+    return name.strip(), overrides
+
+
+def parse_multiples(value: str | None) -> list[float] | None:
+    if value is None:
+        return None
+    out = []
+    for item in _split(value.replace("x", "")):
+        try:
+            out.append(check_multiple(float(item), "--budgets"))
+        except ValueError:
+            raise BenchError(f"--budgets: '{item}' is not a number; give multiples of the suite's base "
+                             "budget, e.g. 1,4,12") from None
+    if not out:
+        raise BenchError("--budgets is empty; give multiples of the suite's base budget, e.g. 1,4,12")
+    return list(dict.fromkeys(out))
 
 
 def parse_sparsities(value: str | None) -> list[float] | None:
@@ -78,13 +127,22 @@ def parse_seeds(value: str | None) -> list[int] | None:
 @main.command()
 @click.option("--suite", "suite_name", default="mnist1d", show_default=True,
               help="Built-in suite name (see `bench list suites`) or path to a suite .toml file.")
-@click.option("--methods", help="Comma-separated method names (default: the suite's; 'all' = every registered).")
+@click.option("--methods", help="Comma-separated method names (default: the suite's; 'all' = every registered); "
+                               "NAME[key=value,...] runs a variant with other parameters, e.g. "
+                               "'imp,imp[prune_fraction=0.5]'.")
 @click.option("--sparsities", help="Comma-separated target sparsities in (0,1), e.g. 0.5,0.9 (default: the suite's).")
 @click.option("--seeds", help="A count (3 = seeds 0,1,2) or a list (0,1,2) (default: the suite's).")
-@click.option("--epochs", type=float, help="Override the suite's budget in epochs (for quick runs).")
+@click.option("--epochs", type=float, help="Override the suite's base budget (1x) in epochs (for quick runs).")
+@click.option("--budgets", help="Budget multiples of the suite's base run to sweep, e.g. 1,4,12 "
+                                "(default: the suite's budget.multiples).")
+@click.option("--budget-unit", type=click.Choice(UNITS),
+              help="What an equal budget counts: epochs (sample passes), flops (training FLOPs) or seconds "
+                   "(wall-clock on this device) (default: the suite's).")
+@click.option("--budget-seconds", type=float, help="The base run (1x) in seconds for --budget-unit seconds "
+                                                   "(default: the suite's budget.seconds).")
 @click.option("--budget-policy", type=click.Choice(POLICIES),
-              help="equal: every method gets the same training passes; native: each method's own schedule "
-                   "(default: the suite's).")
+              help="equal: every method gets the same budget and spends it; native: each method's own "
+                   "schedule (default: the suite's).")
 @click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
               show_default=True, help="Where the MLflow store, checkpoints and reports go.")
 @click.option("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
@@ -103,16 +161,19 @@ def parse_seeds(value: str | None) -> list[int] | None:
 @click.option("--save-model", is_flag=True, help="Also log the final weights and masks as an artifact.")
 @click.option("--no-progress", is_flag=True, help="No progress bars (one line per trial is still printed).")
 def run(suite_name: str, methods: str | None, sparsities: str | None, seeds: str | None, epochs: float | None,
+        budgets: str | None, budget_unit: str | None, budget_seconds: float | None,
         budget_policy: str | None, results_dir: Path, tracking_uri: str | None, data_dir: str | None,
         download: bool, plugins: tuple[str, ...], device: str | None, jobs: int, threads: int | None, rerun: bool, dry_run: bool,
         save_model: bool, no_progress: bool) -> None:
     """Run a grid of trials (method x target sparsity x seed) and record each in MLflow.
 
     Finished trials (same configuration, same key) are skipped, so repeating a command resumes an
-    interrupted sweep. Example: bench run --suite mnist1d --methods snip,imp --sparsities 0.8,0.9 --seeds 3
+    interrupted sweep. A method whose own algorithm does not fit a budget is recorded as such (with the
+    budget it needs), never run as something else.
+    Example: bench run --suite mnist1d --methods snip,imp --sparsities 0.8,0.9 --budgets 1,4 --seeds 3
     """
     from pruning_bench.registry import default_registry
-    from pruning_bench.trial import build_plan
+    from pruning_bench.trial import MethodSpec, build_plan
 
     suite = load_suite(suite_name)
     overrides = {}
@@ -120,6 +181,13 @@ def run(suite_name: str, methods: str | None, sparsities: str | None, seeds: str
         if epochs <= 0:
             raise BenchError(f"--epochs must be > 0, got {epochs:g}")
         overrides["budget.epochs"] = epochs
+    if budget_seconds is not None:
+        if budget_seconds <= 0:
+            raise BenchError(f"--budget-seconds must be > 0, got {budget_seconds:g}")
+        overrides["budget.seconds"] = budget_seconds
+    if budget_unit == "seconds" and suite.budget.seconds is None and budget_seconds is None:
+        raise BenchError(f"--budget-unit seconds needs the base run in seconds: give --budget-seconds S or "
+                         f"'seconds' under [budget] in {suite.source}")
     if data_dir is not None:
         overrides["dataset.data_dir"] = data_dir
     if download:
@@ -135,10 +203,13 @@ def run(suite_name: str, methods: str | None, sparsities: str | None, seeds: str
         names = registry.names()
     if not names:
         raise BenchError(f"no methods given and suite '{suite.name}' names none; known: {', '.join(registry.names())}")
-    classes = [registry.get(n) for n in dict.fromkeys(names)]
+    specs = [MethodSpec(registry.get(name), overrides)
+             for name, overrides in (parse_method_spec(n) for n in dict.fromkeys(names))]
+    classes = [spec.cls for spec in specs]
     policy = budget_policy or suite.budget.policy
-    plan = build_plan(suite, classes, parse_sparsities(sparsities) or suite.sparsities,
-                      parse_seeds(seeds) or suite.seeds, policy)
+    plan = build_plan(suite, specs, parse_sparsities(sparsities) or suite.sparsities,
+                      parse_seeds(seeds) or suite.seeds, policy, multiples=parse_multiples(budgets),
+                      unit=budget_unit)
     if dry_run:
         _print_plan(plan)
         return
@@ -150,8 +221,8 @@ def run(suite_name: str, methods: str | None, sparsities: str | None, seeds: str
 def _print_plan(plan) -> None:
     click.echo(f"{len(plan)} trials:")
     for k, trial in enumerate(plan, 1):
-        click.echo(f"  {k:>3}. {trial.label():<40} policy={trial.budget_policy} "
-                   f"epochs={trial.suite.budget.epochs:g} key={trial.key}")
+        click.echo(f"  {k:>3}. {trial.label():<44} policy={trial.budget_policy} unit={trial.budget_unit} "
+                   f"epochs={trial.budget_epochs:g} key={trial.key}")
 
 
 def _run_sweep(suite, plan, classes, *, results_dir: Path, tracking_uri: str | None, device: str | None,
@@ -170,7 +241,11 @@ def _run_sweep(suite, plan, classes, *, results_dir: Path, tracking_uri: str | N
     data = load_dataset(suite.dataset.name, seed=plan[0].seed, val_fraction=suite.dataset.val_fraction,
                         data_dir=suite.dataset.data_dir, download=suite.dataset.download,
                         options=suite.dataset.options)
-    build_model(suite.model.name, num_classes=data.num_classes, input_shape=data.input_shape)
+    try:
+        build_model(suite.model.name, num_classes=data.num_classes, input_shape=data.input_shape,
+                    options=suite.model.options)
+    except BenchError as err:
+        raise BenchError(f"{suite.source}: {err}") from None
     results_dir.mkdir(parents=True, exist_ok=True)
     uri = tracking_uri or default_tracking_uri(results_dir)
     tracker = Tracker(uri, suite.name, artifact_root=results_dir / "artifacts")
@@ -183,8 +258,10 @@ def _run_sweep(suite, plan, classes, *, results_dir: Path, tracking_uri: str | N
     else:
         if skipped:
             click.echo(f"Skipping {skipped} finished trials; running {len(pending)} of {len(plan)}.")
-        click.echo(f"Suite '{suite.name}' ({suite.dataset.name}, {suite.model.name}, "
-                   f"{suite.budget.epochs:g} epochs, policy {plan[0].budget_policy}) on {dev}; tracking {uri}")
+        levels = ", ".join(f"{m:g}x" for m in sorted({t.budget_multiple for t in pending}))
+        click.echo(f"Suite '{suite.name}' ({suite.dataset.name}, {suite.model.name}, base {suite.budget.epochs:g} "
+                   f"epochs, budgets {levels} in {plan[0].budget_unit}, policy {plan[0].budget_policy}) on {dev}; "
+                   f"tracking {uri}")
         start = time.perf_counter()
         with tracker.run(f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}",
                          tags={"sweep": "1", "suite": suite.name, "git_commit": git_commit()},
@@ -194,26 +271,29 @@ def _run_sweep(suite, plan, classes, *, results_dir: Path, tracking_uri: str | N
                     from pruning_bench.executor import run_plan_parallel
 
                     click.echo(f"Running on {min(jobs, len(pending))} worker processes.")
-                    failed = run_plan_parallel(
+                    not_fitting, failed = run_plan_parallel(
                         pending, jobs=jobs, plugin_files=[str(Path(p).resolve()) for p in plugins],
                         tracking_uri=uri, artifact_root=results_dir / "artifacts", parent_id=parent_id,
                         results_dir=results_dir, device=dev, save_model=save_model, threads=threads,
                         echo=click.echo)
                 else:
-                    _, failed = run_plan(pending, classes, tracker=tracker, parent_id=parent_id,
-                                         results_dir=results_dir, device=dev, save_model=save_model,
-                                         progress=progress, echo=click.echo, threads=threads)
+                    done, failed = run_plan(pending, classes, tracker=tracker, parent_id=parent_id,
+                                            results_dir=results_dir, device=dev, save_model=save_model,
+                                            progress=progress, echo=click.echo, threads=threads)
+                    not_fitting = sum(r.outcome == "does_not_fit" for r in done)
             except KeyboardInterrupt:
                 click.echo("\nInterrupted: finished trials are kept; run the same command again to resume.",
                            err=True)
                 raise
-        click.echo(f"Ran {len(pending) - len(failed)} trials in {time.perf_counter() - start:.1f} s"
+        click.echo(f"Ran {len(pending) - len(failed) - not_fitting} trials in {time.perf_counter() - start:.1f} s"
+                   + (f"; {not_fitting} did not fit their budget (recorded with the budget they need)"
+                      if not_fitting else "")
                    + (f"; {len(failed)} FAILED" if failed else "") + ".")
     runs = load_runs(uri, suite.name)
     if not runs.empty and "tags.trial_key" in runs:
         runs = runs[runs["tags.trial_key"].isin({t.key for t in plan})]
     if not runs.empty and "tags.trial_key" in runs:
-        click.echo("\nTest accuracy (%) of this plan's trials, mean ± std (n seeds):\n")
+        click.echo("\nTest accuracy (%) of this plan's trials, mean ± std (n seeds), per budget level:")
         click.echo(leaderboard_markdown(runs))
     if pending and failed:
         sys.exit(1)
@@ -243,7 +323,14 @@ def report(suite_names: tuple[str, ...], results_dir: Path, tracking_uri: str | 
 
     Example: bench report --suite mnist1d --budget-policy equal
     """
-    from pruning_bench.report import build_report, load_runs, log_report_run, parse_formats, write_report
+    from pruning_bench.report import (
+        build_report,
+        leaderboards_markdown,
+        load_runs,
+        log_report_run,
+        parse_formats,
+        write_report,
+    )
     from pruning_bench.tracking import default_tracking_uri
 
     uri = tracking_uri or default_tracking_uri(results_dir)
@@ -258,7 +345,7 @@ def report(suite_names: tuple[str, ...], results_dir: Path, tracking_uri: str | 
                              tracking_uri=uri)
         target = (out / name if len(names) > 1 else out) if out else results_dir / "reports" / name
         files = write_report(built, target, kinds)
-        click.echo(f"\n{name}: {built.metric_label}\n\n{built.leaderboard_markdown()}")
+        click.echo(f"\n{name}: {built.metric_label}\n{leaderboards_markdown(built)}")
         for line in built.warnings:
             click.echo(f"warning: {line}", err=True)
         if not no_log:

@@ -1,14 +1,22 @@
 """What a method may use: the model, its masks, the shared training loop, evaluation, the budget meter,
 snapshots for rewinding, per-round logging and per-round checkpoints.
 
-A method never builds loaders, optimizers, devices, timers or MLflow calls itself; it asks the Context.
+A method never builds loaders, optimizers, devices, timers or MLflow calls itself, and never prices its
+own work: it asks the Context. Every pass over training data goes through the Context and is charged to
+the budget meter in the budget's unit (``pruning_bench.budget``): training steps (``train``), scoring
+batches (``batches``), BN recalibration (``recalibrate_bn``). Evaluation is never charged. Plans are made
+in steps: ``remaining_steps``, ``steps_for_fraction`` and ``affordable_steps`` price steps exactly as the
+training loop will charge them (the current mask's FLOPs, a dense gradient where a callback declares one,
+the measured step time in the ``seconds`` unit).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import os
 import random
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,12 +25,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from pruning_bench.budget import BudgetMeter
+from pruning_bench.budget import FORWARD_PASS_SHARE, TRAIN_FLOPS_PER_FORWARD, BudgetMeter
 from pruning_bench.data import DataBundle
+from pruning_bench.data.batches import mix_seed
 from pruning_bench.flops import FlopProfile, profile_flops
-from pruning_bench.masks import MaskSet
-from pruning_bench.suite import Recipe
+from pruning_bench.masks import MaskSet, global_topk
+from pruning_bench.suite import MIN_ROUND_SHARE, Recipe
 from pruning_bench.training import EvalResult, TrainCallback, Trainer, TrainResult, evaluate, recalibrate_bn
+
+CALIBRATION_WARMUP, CALIBRATION_STEPS = 3, 10  # seconds unit: untimed, then timed training steps
 
 
 class Context:
@@ -32,16 +43,19 @@ class Context:
                  target_sparsity: float, params: Any, seed: int, device: torch.device,
                  checkpoint_dir: Path | None = None, log_fn: Callable[[str, float, int | None], None] | None = None,
                  series_fn: Callable[[str, list[tuple[int, float]]], None] | None = None,
-                 progress: bool = True) -> None:
+                 progress: bool = True, min_round_epochs: float | None = None) -> None:
         self.data, self.recipe, self.budget = data, recipe, meter
         self.target_sparsity, self.params, self.seed, self.device = target_sparsity, params, seed, device
         self.checkpoint_dir = checkpoint_dir
         self._log_fn = log_fn
         self._series_fn = series_fn  # one batched write per training run (the loss curve)
         self.progress = progress
+        #: the shortest round an iterative method may run (the suite's ``budget.min_round_epochs``)
+        self.min_round_epochs = min_round_epochs if min_round_epochs is not None else MIN_ROUND_SHARE * meter.epochs
         self.generator = torch.Generator().manual_seed(seed)  # for a method's own randomness
         self.logged: list[tuple[str, float, int | None]] = []
         self._set_model(model)
+        self.budget.bind_dense_flops(self.flop_profile.total)
 
     # ---- model and masks -------------------------------------------------------------------------
     def _set_model(self, model: nn.Module) -> None:
@@ -51,7 +65,9 @@ class Context:
                                                        self.masks.names)
         self.trainer = Trainer(model=self.model, masks=self.masks, data=self.data, recipe=self.recipe,
                                meter=self.budget, device=self.device, flops=self.effective_flops,
-                               seed=self.seed, progress=self.progress)
+                               seed=self.seed, progress=self.progress, dense_flops=self.flop_profile.total)
+        self._seconds_per_sample: tuple[float, float] | None = None  # measured lazily (seconds unit)
+        self._flops_estimates: dict[tuple[int, float], float] = {}
 
     def replace_model(self, model: nn.Module) -> None:
         """Swap in a physically smaller model (structured pruning); its masks start all-ones."""
@@ -61,46 +77,168 @@ class Context:
         """Per-sample inference FLOPs of the current model with its current masks."""
         return self.flop_profile.effective(self.masks.layer_density())
 
-    # ---- training ---------------------------------------------------------------------------------
+    def forward_flops(self, sparsity: float | None = None) -> float:
+        """Per-sample forward FLOPs now, or estimated at a higher ``sparsity`` reached by global magnitude
+        pruning of the current weights (how IMP and SWAMP prune; the planner's estimate of future masks)."""
+        current = self.masks.sparsity()
+        if sparsity is None or sparsity <= current + 1e-9:
+            return self.effective_flops()
+        key = (self.masks.version, round(sparsity, 3))
+        if key not in self._flops_estimates:
+            scores = {n: p.detach().abs() for n, p in self.masks.params.items()}
+            keep = round((1.0 - sparsity) * self.masks.total())
+            masks = global_topk(scores, keep, active=self.masks.masks)
+            density = {n: float(m.float().mean()) for n, m in masks.items()}
+            self._flops_estimates[key] = self.flop_profile.effective(density)
+        return self._flops_estimates[key]
+
+    # ---- prices in the budget's unit ----------------------------------------------------------------
+    def train_cost_per_sample(self, sparsity: float | None = None) -> float:
+        """One sample's training pass in the budget's unit (now, or at an estimated ``sparsity``)."""
+        unit = self.budget.unit
+        if unit == "epochs":
+            return 1.0
+        if unit == "flops":
+            return TRAIN_FLOPS_PER_FORWARD * self.forward_flops(sparsity)
+        return self._measured_seconds()[0]
+
+    def forward_cost_per_sample(self, sparsity: float | None = None) -> float:
+        """One sample's forward-only pass (BN recalibration) in the budget's unit."""
+        unit = self.budget.unit
+        if unit == "epochs":
+            return FORWARD_PASS_SHARE
+        if unit == "flops":
+            return self.forward_flops(sparsity)
+        return self._measured_seconds()[1]
+
+    def _measured_seconds(self) -> tuple[float, float]:
+        """Seconds per sample of a training pass and of a forward pass of the current model, measured
+        once per model on a copy ("time the first steps, then convert"); the time counts on the clock."""
+        if self._seconds_per_sample is None:
+            self._seconds_per_sample = self._calibrate()
+            self.trainer.seconds_per_sample = self._seconds_per_sample[0]
+            self.budget.bind_epoch_seconds(self._seconds_per_sample[0])
+        return self._seconds_per_sample
+
+    def _calibrate(self) -> tuple[float, float]:
+        model = copy.deepcopy(self.model)
+        masks = MaskSet(model)
+        masks.update(self.masks.masks)
+        meter = BudgetMeter("native", 1.0, self.data.n_train)
+        trainer = Trainer(model=model, masks=masks, data=self.data, recipe=self.recipe, meter=meter,
+                          device=self.device, flops=lambda: 0.0, seed=self.seed, progress=False)
+        data_seed = mix_seed("calibration", self.seed)
+        trainer.train(CALIBRATION_WARMUP, data_seed=data_seed)
+        self._sync()
+        start = time.perf_counter()
+        trainer.train(CALIBRATION_STEPS, start_step=CALIBRATION_WARMUP, data_seed=data_seed)
+        self._sync()
+        train = (time.perf_counter() - start) / trainer.samples_between(CALIBRATION_WARMUP,
+                                                                       CALIBRATION_WARMUP + CALIBRATION_STEPS)
+        stream = trainer.stream(data_seed)
+        batches = [stream.batch(s) for s in range(CALIBRATION_STEPS)]
+        start = time.perf_counter()
+        with torch.no_grad():
+            for x, _ in batches:
+                model(x)
+        self._sync()
+        forward = (time.perf_counter() - start) / sum(len(y) for _, y in batches)
+        return train, forward
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    # ---- plans in steps -----------------------------------------------------------------------------
     @property
     def steps_per_epoch(self) -> int:
         return self.trainer.steps_per_epoch
 
     @property
     def budget_epochs(self) -> float:
-        """The suite's budget in epochs (one dense training run)."""
+        """The trial's budget in dense-equivalent epochs (the base run times the multiple)."""
         return self.budget.epochs
 
     @property
     def budget_steps(self) -> int:
-        """The suite's budget in steps (one dense training run)."""
-        return self.epochs_to_steps(self.budget.epochs)
+        """Steps one whole budget pays for from step 0 at the current model's price (one run)."""
+        return self.affordable_steps(self.budget.limit)
+
+    def steps_for_fraction(self, fraction: float, start_step: int = 0) -> int:
+        """Steps from data position ``start_step`` that ``fraction`` of the whole budget pays for."""
+        return self.affordable_steps(fraction * self.budget.limit, start_step=start_step)
+
+    def remaining_steps(self, start_step: int = 0,
+                        callbacks_for: Callable[[int], Sequence[TrainCallback]] | None = None) -> int:
+        """Steps from data position ``start_step`` that the rest of the budget pays for."""
+        return self.affordable_steps(None, start_step=start_step, callbacks_for=callbacks_for)
 
     def epochs_to_steps(self, epochs: float, start_step: int = 0) -> int:
-        """Steps from ``start_step`` that cost at most ``epochs`` epochs of sample passes."""
+        """Steps from ``start_step`` whose sample passes add up to at most ``epochs`` epochs (any unit)."""
         return self.trainer.steps_for_samples(round(epochs * self.data.n_train), start_step)
 
-    def remaining_steps(self, start_step: int = 0) -> int:
-        """Steps from ``start_step`` that the rest of the budget pays for (what ``equal`` allows)."""
-        return self.trainer.steps_for_samples(self.budget.remaining_samples, start_step)
+    def affordable_steps(self, amount: float | None = None, *, start_step: int = 0,
+                         callbacks_for: Callable[[int], Sequence[TrainCallback]] | None = None,
+                         sparsity_at: Callable[[int], Callable[[int], float]] | None = None) -> int:
+        """The most training steps from data position ``start_step`` whose charges fit in ``amount`` of
+        the budget's unit (default: what is left), priced as the loop will charge them.
 
+        ``callbacks_for(T)`` gives the callbacks a ``T``-step run would use (their ``dense_gradient``
+        steps cost more FLOPs); ``sparsity_at(T)`` the mask sparsity at each step of a ``T``-step run
+        whose mask changes while it trains (its FLOPs are estimated per step).
+        """
+        amount = self.budget.remaining if amount is None else amount
+        if not amount > 0:
+            return 0
+        plain = self.trainer.steps_for_samples(math.floor(amount / self.train_cost_per_sample() + 1e-9), start_step)
+        if self.budget.unit != "flops" or (callbacks_for is None and sparsity_at is None):
+            return plain
+        hi = plain
+        if sparsity_at is not None:  # the mask thins while training: at most the target's price per step
+            cheapest = TRAIN_FLOPS_PER_FORWARD * self.forward_flops(self.target_sparsity)
+            hi = self.trainer.steps_for_samples(math.floor(amount / cheapest + 1e-9), start_step)
+        lo = 0
+        while lo < hi:  # the price of T steps grows with T: the largest T that fits, by bisection
+            mid = (lo + hi + 1) // 2
+            if self._price(mid, start_step, callbacks_for, sparsity_at) <= amount * (1 + 1e-12):
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    def _price(self, steps: int, start_step: int, callbacks_for, sparsity_at) -> float:
+        callbacks = callbacks_for(steps) if callbacks_for else ()
+        sparsity = sparsity_at(steps) if sparsity_at else None
+        now = self.effective_flops()
+        total = 0.0
+        for step in range(start_step, start_step + steps):
+            n = self.trainer.batch_size_at(step)
+            f_s = self.forward_flops(sparsity(step)) if sparsity else now
+            total += self.trainer.step_flops(n, f_s, any(cb.dense_gradient(step) for cb in callbacks))
+        return total
+
+    # ---- training ---------------------------------------------------------------------------------
     def train(self, epochs: float | None = None, *, steps: int | None = None, start_step: int = 0,
-              schedule_steps: int | None = None, data_seed: int | None = None,
+              schedule_steps: int | None = None, data_seed: int | None = None, data_start: int | None = None,
               callbacks: Sequence[TrainCallback] = (), optimizer: torch.optim.Optimizer | None = None,
               scheduler_factory: Callable[[torch.optim.Optimizer], object] | None = None,
               label: str = "train", desc: str | None = None) -> TrainResult:
         """Train with the suite's recipe for ``epochs`` (or ``steps``); see :meth:`Trainer.train`.
 
         ``start_step``/``schedule_steps`` place the run inside a longer learning-rate schedule (IMP
-        continues the schedule from the rewind step); ``data_seed`` picks the data order (SWAMP's
-        particles differ only in it). Every sample pass is charged to ``ctx.budget``.
+        continues the schedule from the rewind step); ``data_start`` is the position in the data stream
+        (default ``start_step``; a fine-tune with a restarted schedule continues the stream);
+        ``data_seed`` picks the data order (SWAMP's particles differ only in it). Every step is charged.
         """
         if (epochs is None) == (steps is None):
             raise ValueError("give exactly one of epochs or steps")
         n = steps if steps is not None else self.epochs_to_steps(epochs)
+        if self.budget.unit == "seconds":
+            self._measured_seconds()  # the loop's first step-time estimate
         result = self.trainer.train(n, start_step=start_step, schedule_steps=schedule_steps,
-                                    data_seed=data_seed, callbacks=callbacks, optimizer=optimizer,
-                                    scheduler_factory=scheduler_factory, label=label, desc=desc or label)
+                                    data_seed=data_seed, data_start=data_start, callbacks=callbacks,
+                                    optimizer=optimizer, scheduler_factory=scheduler_factory, label=label,
+                                    desc=desc or label)
         if self._series_fn is not None and result.epoch_losses:  # x = epochs charged so far in the trial
             self._series_fn("train_loss", [(round(e), loss) for e, loss in result.epoch_losses])
         return result
@@ -110,30 +248,40 @@ class Context:
         return self.trainer.schedule(schedule_steps).lr(step)
 
     def batches(self, n: int, *, data_seed: int | None = None, start_step: int = 0,
-                batch_size: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """``n`` training batches (augmented, normalised, on the device) for saliency scoring or BN
-        recalibration. They are not training passes: not charged as samples, their forward FLOPs are
-        recorded as extra FLOPs by the caller via ``ctx.budget.charge_flops``."""
+                batch_size: int | None = None, label: str = "scoring",
+                forward_only: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``n`` training batches (augmented, normalised, on the device) for saliency scoring, each charged
+        as it is drawn: as a training pass (forward + backward), or a forward-only pass."""
         stream = self.trainer.stream(data_seed, batch_size)
         for i in range(n):
-            yield stream.batch(start_step + i)
+            x, y = stream.batch(start_step + i)
+            flops = len(y) * self.effective_flops() * (1.0 if forward_only else TRAIN_FLOPS_PER_FORWARD)
+            self.budget.charge(len(y), flops, label=label, forward_only=forward_only)
+            yield x, y
+
+    def recalibration_samples(self, fraction: float = 1.0) -> int:
+        """Samples :meth:`recalibrate_bn` passes for ``fraction`` of an epoch (for planning)."""
+        return self.trainer.samples_between(0, max(1, round(fraction * self.steps_per_epoch)))
 
     def recalibrate_bn(self, model: nn.Module | None = None, fraction: float = 1.0,
                        data_seed: int | None = None) -> None:
-        """Recompute BN running statistics on ``fraction`` of an epoch of training batches."""
+        """Recompute BN running statistics on ``fraction`` of an epoch of training batches, charged as
+        forward-only passes (label ``bn-recalibration``)."""
         n = max(1, round(fraction * self.steps_per_epoch))
-        recalibrate_bn(model or self.model, self.batches(n, data_seed=data_seed))
-        self.budget.charge_flops(n * self.recipe.batch_size * self.effective_flops())
+        recalibrate_bn(model or self.model, self.batches(n, data_seed=data_seed, label="bn-recalibration",
+                                                         forward_only=True))
 
     # ---- evaluation -------------------------------------------------------------------------------
     def evaluate(self, split: str = "val", model: nn.Module | None = None) -> EvalResult:
-        """Accuracy and loss on ``val`` (for any choice a method makes) or ``test`` (reporting only)."""
+        """Accuracy and loss on ``val`` (for any choice a method makes) or ``test`` (reporting only).
+        Never charged: the budget's clock is paused while it runs."""
         if split not in ("val", "test", "train"):
             raise ValueError(f"unknown split '{split}'; valid: val, test, train")
         x, y = {"val": (self.data.val_x, self.data.val_y), "test": (self.data.test_x, self.data.test_y),
                 "train": (self.data.train_x, self.data.train_y)}[split]
-        return evaluate(model or self.model, x, y, self.data, device=self.device,
-                        batch_size=self.recipe.eval_batch_size)
+        with self.budget.paused():
+            return evaluate(model or self.model, x, y, self.data, device=self.device,
+                            batch_size=self.recipe.eval_batch_size)
 
     # ---- rewinding and logging ----------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:

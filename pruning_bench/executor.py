@@ -39,7 +39,7 @@ class WorkerJob:
     threads: int | None
 
 
-def _run_job(job: WorkerJob) -> dict[str, float]:
+def _run_job(job: WorkerJob) -> tuple[dict[str, float], str]:
     from pruning_bench.registry import default_registry
     from pruning_bench.runner import run_trial
     from pruning_bench.tracking import Tracker
@@ -50,7 +50,7 @@ def _run_job(job: WorkerJob) -> dict[str, float]:
     result = run_trial(trial, cls, tracker=tracker, parent_id=job.parent_id, results_dir=Path(job.results_dir),
                        device=torch.device(job.device), save_model=job.save_model, progress=False,
                        threads=job.threads)
-    return result.metrics
+    return result.metrics, result.outcome
 
 
 def _device_for(k: int, device: torch.device) -> str:
@@ -62,14 +62,16 @@ def _device_for(k: int, device: torch.device) -> str:
 def run_plan_parallel(trials: Sequence[Trial], *, jobs: int, plugin_files: Sequence[str], tracking_uri: str,
                       artifact_root: Path, parent_id: str, results_dir: Path, device: torch.device,
                       save_model: bool, threads: int | None,
-                      echo: Callable[[str], None]) -> list[tuple[Trial, str]]:
-    """Run ``trials`` on ``jobs`` processes; returns the failed ones with their error."""
+                      echo: Callable[[str], None]) -> tuple[int, list[tuple[Trial, str]]]:
+    """Run ``trials`` on ``jobs`` processes; returns how many did not fit their budget, and the failed
+    ones with their error."""
     from pruning_bench.runner import summary_line
 
     if threads is None and device.type == "cpu":
         threads = max(1, (os.cpu_count() or 1) // jobs)
     n = len(trials)
     failed: list[tuple[Trial, str]] = []
+    not_fitting = 0
     context = multiprocessing.get_context("spawn")  # CUDA-safe; workers import the package afresh
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         running: dict[Future, tuple[int, Trial]] = {}
@@ -87,13 +89,14 @@ def run_plan_parallel(trials: Sequence[Trial], *, jobs: int, plugin_files: Seque
                     k, trial = running.pop(future)
                     done_count += 1
                     try:
-                        metrics = future.result()
+                        metrics, outcome = future.result()
                     except Exception as err:  # the worker recorded the run FAILED
                         failed.append((trial, f"{type(err).__name__}: {err}"))
                         echo(f"[{done_count}/{n}] {trial.label()} FAILED: {type(err).__name__}: {err}")
                         continue
-                    echo(f"[{done_count}/{n}] {summary_line(trial, metrics)}")
+                    not_fitting += outcome == "does_not_fit"
+                    echo(f"[{done_count}/{n}] {summary_line(trial, metrics, outcome)}")
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
-    return failed
+    return not_fitting, failed

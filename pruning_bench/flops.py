@@ -14,9 +14,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from pruning_bench.budget import TRAIN_FLOPS_PER_FORWARD
 from pruning_bench.masks import prunable_weights
 
-TRAIN_FLOPS_PER_FORWARD = 3.0  # forward + backward (= 2 x forward), RigL App. H
+__all__ = ["TRAIN_FLOPS_PER_FORWARD", "FlopProfile", "profile_flops"]
 
 
 @dataclass(frozen=True)

@@ -6,21 +6,21 @@ network from step 0 to the rewind step ``k`` once and keep theta_k; then every r
 theta_k (masked by the current mask) with a fresh optimizer and trains steps ``k .. R`` of an
 ``R``-step learning-rate schedule, so the schedule continues from step ``k`` instead of restarting.
 Round 0 is dense; after round r < L the weights are pruned to ``round_sparsities[r]``; round L trains
-at the target sparsity and is the output.
+at the target sparsity and is the output. L is the method's own: 20% of the remaining weights per
+round (OpenLTH) until the target, e.g. 8, 11 and 14 pruning rounds for 80, 90 and 95%.
 
-Cost of a plan in sample passes: ``samples(0, k) + sum_r P_r * samples(k, R)`` with ``P_r`` the
-number of training runs (particles) of round r (1 for IMP).
+Price of a plan, in the budget's unit (``Context.train_cost_per_sample``): pretraining ``0 .. k`` on the
+dense net, then every training run (particle) of every round, ``k .. R`` at that round's mask, plus the
+forward-only passes each round declares (SWAMP's BN recalibrations). In the ``flops`` unit the masks of
+later rounds are estimated by global magnitude pruning of the weights at planning time.
 
-- ``native``: ``R`` is one full run of the suite's budget; ``k`` as asked (capped, see below).
-- ``equal``: the largest ``R`` whose whole plan (pretraining, all rounds, all particles) fits in what is
-  left of the suite's budget, counted in samples exactly as the meter charges them. Rounds get shorter,
-  but no shorter than ``min_round_fraction`` of the budget (default 1/4) or ``min_round_steps``: when
-  the 20%-of-remaining rounds do not fit at that length there are fewer rounds, each pruning the same
-  larger share 1 - (1 - target)^(1/L) of the remaining weights (logged as ``plan_rounds``); when not even
-  one round fits at that length, one round as long as fits. The floor exists because measured rounds
-  that are too short ruin both methods: on mnist1d (40 epochs, 3 seeds, target 0.8) IMP reached
-  73.5% with 20% steps in 1.5-epoch rounds, 79.0% with rounds of at least 5 epochs and 88.4% with rounds
-  of at least 10; SWAMP (4 particles) 47.4%, 79.2% and (one round) its best.
+- ``native``: ``R`` is one full run of the trial's budget; ``k`` as asked (capped, see below).
+- ``equal``: the method keeps its L rounds and particles and the rounds get shorter: the longest ``R``
+  whose whole plan fits in the budget. When the rounds would be shorter than the suite's
+  ``min_round_epochs`` the trial raises :class:`~pruning_bench.budget.DoesNotFit` (recorded with the
+  smallest budget at which it fits), never falls back to another schedule. In the ``flops`` and
+  ``seconds`` units, whose plans rest on estimates, the last round is re-priced at its exact mask (and
+  the measured step time) before it runs, so it spends what the estimates left or saved.
 
 In both, the rewind step is ``rewind_iters`` steps, or ``rewind_fraction * R`` when that is > 0, and
 never more than half a round (``k <= R // 2``) so every round trains at least as long as it rewinds.
@@ -33,8 +33,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from pruning_bench.budget import DoesNotFit
 from pruning_bench.context import Context
-from pruning_bench.errors import BenchError
 
 MAX_REWIND_SHARE = 0.5  # the rewind step never passes this fraction of a round
 
@@ -46,8 +46,6 @@ class RoundParams:
     prune_fraction: float = 0.2     # share of the remaining weights pruned per round (OpenLTH)
     rewind_iters: int = 500         # rewind step k in iterations (LMC: 500 for ResNet-20 at batch 128)
     rewind_fraction: float = 0.0    # if > 0: k = rewind_fraction * round length, overriding rewind_iters
-    min_round_steps: int = 1        # equal: shortest round (steps k..R) before rounds are dropped
-    min_round_fraction: float = 0.25  # equal: shortest round as a share of the budget
 
     def validate(self) -> None:
         if not 0 < self.prune_fraction < 1:
@@ -56,15 +54,12 @@ class RoundParams:
             raise ValueError(f"rewind_iters must be >= 0, got {self.rewind_iters}")
         if not 0 <= self.rewind_fraction <= 0.5:
             raise ValueError(f"rewind_fraction must be in [0, 0.5], got {self.rewind_fraction}")
-        if self.min_round_steps < 1:
-            raise ValueError(f"min_round_steps must be >= 1, got {self.min_round_steps}")
-        if not 0 <= self.min_round_fraction < 1:
-            raise ValueError(f"min_round_fraction must be in [0, 1), got {self.min_round_fraction}")
 
-    def plan(self, ctx: Context, particles_for: Callable[[int, float], int] = lambda r, s: 1) -> RoundPlan:
+    def plan(self, ctx: Context, particles_for: Callable[[int, float], int] = lambda r, s: 1,
+             forward_samples_for: Callable[[int, int], int] = lambda r, p: 0) -> RoundPlan:
         return plan_rounds(ctx, prune_fraction=self.prune_fraction, rewind_iters=self.rewind_iters,
                            rewind_fraction=self.rewind_fraction, particles_for=particles_for,
-                           min_round_steps=self.min_round_steps, min_round_fraction=self.min_round_fraction)
+                           forward_samples_for=forward_samples_for)
 
 
 def round_sparsities(target: float, prune_fraction: float = 0.2) -> list[float]:
@@ -87,24 +82,30 @@ def round_sparsities(target: float, prune_fraction: float = 0.2) -> list[float]:
 @dataclass(frozen=True)
 class RoundPlan:
     """Round length ``round_steps`` (R, the schedule length), rewind step ``rewind_step`` (k), the mask
-    sparsity each round r = 0..L trains at, and the training runs (particles) of each round."""
+    sparsity each round r = 0..L trains at, the training runs (particles) of each round, and the
+    forward-only samples (BN recalibration) each round spends."""
 
     round_steps: int
     rewind_step: int
     sparsities: tuple[float, ...]    # length L + 1; sparsities[0] = 0 (dense round)
     particles: tuple[int, ...]       # length L + 1
+    forward_samples: tuple[int, ...] = ()  # length L + 1 (empty: none)
 
     @property
     def rounds(self) -> int:
         """Number of pruning rounds L (training rounds are L + 1)."""
         return len(self.sparsities) - 1
 
+    def forward_at(self, r: int) -> int:
+        return self.forward_samples[r] if self.forward_samples else 0
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RoundPlan:
-        return cls(int(d["round_steps"]), int(d["rewind_step"]), tuple(d["sparsities"]), tuple(d["particles"]))
+        return cls(int(d["round_steps"]), int(d["rewind_step"]), tuple(d["sparsities"]), tuple(d["particles"]),
+                   tuple(d.get("forward_samples", ())))
 
 
 def samples_between(ctx: Context, start: int, stop: int) -> int:
@@ -120,74 +121,113 @@ def rewind_step_for(round_steps: int, rewind_iters: int, rewind_fraction: float)
 
 
 def plan_cost(ctx: Context, round_steps: int, rewind_step: int, particles: Sequence[int]) -> int:
-    """Sample passes of a whole plan (pretraining to k, then every particle of every round)."""
+    """Sample passes of the training in a plan (pretraining to k, then every particle of every round)."""
     return samples_between(ctx, 0, rewind_step) + sum(particles) * samples_between(ctx, rewind_step, round_steps)
+
+
+def plan_price(ctx: Context, plan: RoundPlan) -> float:
+    """What a whole plan costs in the budget's unit (module docstring)."""
+    k, R = plan.rewind_step, plan.round_steps
+    per_run = samples_between(ctx, k, R)
+    price = samples_between(ctx, 0, k) * ctx.train_cost_per_sample(0.0)
+    for r, (s, p) in enumerate(zip(plan.sparsities, plan.particles, strict=True)):
+        price += p * per_run * ctx.train_cost_per_sample(s) + plan.forward_at(r) * ctx.forward_cost_per_sample(s)
+    return price
 
 
 def plan_rounds(ctx: Context, *, prune_fraction: float, rewind_iters: int, rewind_fraction: float,
                 particles_for: Callable[[int, float], int] = lambda r, s: 1,
-                min_round_steps: int = 1, min_round_fraction: float = 0.0) -> RoundPlan:
-    """The round plan for ``ctx``'s target and budget policy (module docstring).
+                forward_samples_for: Callable[[int, int], int] = lambda r, p: 0) -> RoundPlan:
+    """The round plan for ``ctx``'s target and budget (module docstring).
 
-    ``particles_for(r, sparsity)`` gives the training runs of round r (which trains at ``sparsity``).
-    Under ``equal``, when not even rounds of ``min_round_steps`` training steps fit, the number of
-    rounds L is reduced one at a time, each pruning step then removing the same larger fraction
-    1 - (1 - target)^(1/L) of the remaining weights; BenchError when one round does not fit either.
+    ``particles_for(r, sparsity)`` gives the training runs of round r (which trains at ``sparsity``),
+    ``forward_samples_for(r, particles)`` the forward-only samples it spends besides. Under ``equal``
+    raises DoesNotFit when rounds of ``ctx.min_round_epochs`` do not fit in the budget.
     """
-    steps = round_sparsities(ctx.target_sparsity, prune_fraction)
-    if ctx.budget.policy != "equal":
-        R = ctx.budget_steps
-        return _plan(R, rewind_step_for(R, rewind_iters, rewind_fraction), steps, particles_for)
-    min_round_steps = max(min_round_steps, round(min_round_fraction * ctx.budget_steps))
-    for n_rounds in range(len(steps), 0, -1):
-        if n_rounds < len(steps):
-            steps = round_sparsities(ctx.target_sparsity, 1.0 - (1.0 - ctx.target_sparsity) ** (1.0 / n_rounds))
-            steps = steps[:n_rounds - 1] + [ctx.target_sparsity]
-        plan = _fit_equal(ctx, steps, particles_for, rewind_iters, rewind_fraction, min_round_steps)
-        if plan is not None:
-            return plan
-    plan = _fit_equal(ctx, [ctx.target_sparsity], particles_for, rewind_iters, rewind_fraction, 1)
-    if plan is not None:  # one round, as long as the budget allows
-        return plan
-    raise BenchError(f"the 'equal' budget ({ctx.budget_epochs:g} epochs) is too small for even one pruning "
-                     f"round at sparsity {ctx.target_sparsity:g}; raise the budget or use --budget-policy native")
+    sparsities = (0.0, *round_sparsities(ctx.target_sparsity, prune_fraction))
+    particles = tuple(particles_for(r, s) for r, s in enumerate(sparsities))
+    forward = tuple(forward_samples_for(r, p) for r, p in enumerate(particles))
 
+    def plan_for(R: int) -> RoundPlan:
+        return RoundPlan(R, rewind_step_for(R, rewind_iters, rewind_fraction), sparsities, particles, forward)
 
-def _plan(R: int, k: int, steps: Sequence[float], particles_for: Callable[[int, float], int]) -> RoundPlan:
-    sparsities = (0.0, *steps)
-    return RoundPlan(R, k, sparsities, tuple(particles_for(r, s) for r, s in enumerate(sparsities)))
-
-
-def _fit_equal(ctx: Context, steps: Sequence[float], particles_for: Callable[[int, float], int],
-               rewind_iters: int, rewind_fraction: float, min_round_steps: int) -> RoundPlan | None:
-    """The plan with the longest rounds whose whole cost fits in the rest of the budget, or None."""
-    available = ctx.budget.remaining_samples
-    particles = _plan(0, 0, steps, particles_for).particles
-
-    def fits(R: int) -> bool:
-        k = rewind_step_for(R, rewind_iters, rewind_fraction)
-        return R - k >= min_round_steps and plan_cost(ctx, R, k, particles) <= available
-
-    hi = ctx.remaining_steps()
-    # k <= R // 2, so R = 2 * min_round_steps + 1 is long enough: if it does not fit, no longer R does
-    lo = next((R for R in range(1, min(hi, 2 * min_round_steps + 1) + 1) if fits(R)), None)
-    if lo is None:
-        return None
-    while lo < hi:  # cost grows with R: the largest R that fits, by bisection
+    if not ctx.budget.enforced:
+        return plan_for(ctx.budget_steps)
+    shortest = _shortest_round(ctx, plan_for)
+    available = ctx.budget.remaining
+    need = plan_price(ctx, shortest)
+    if need > available:
+        min_epochs = ctx.budget.to_epochs(ctx.budget.used + need)
+        raise DoesNotFit(
+            f"{len(sparsities)} rounds ({len(sparsities) - 1} pruning steps of {prune_fraction:.0%} to "
+            f"{ctx.target_sparsity:g}) x {_describe(particles)} with rounds of at least "
+            f"{ctx.min_round_epochs:g} epochs need a budget of {min_epochs:.4g} epochs; this trial has "
+            f"{ctx.budget.budget_epochs:.4g}", min_budget_epochs=min_epochs)
+    lo, hi = shortest.round_steps, max(shortest.round_steps, ctx.affordable_steps(available))
+    while lo < hi:  # the price grows with R: the longest rounds that fit, by bisection
         mid = (lo + hi + 1) // 2
-        if fits(mid):
+        if plan_price(ctx, plan_for(mid)) <= available * (1 + 1e-12):
             lo = mid
         else:
             hi = mid - 1
-    return _plan(lo, rewind_step_for(lo, rewind_iters, rewind_fraction), steps, particles_for)
+    return plan_for(lo)
+
+
+def _describe(particles: Sequence[int]) -> str:
+    kinds = sorted(set(particles))
+    return f"{kinds[0]} training run(s) each" if len(kinds) == 1 else f"{sum(particles)} training runs"
+
+
+def _shortest_round(ctx: Context, plan_for: Callable[[int], RoundPlan]) -> RoundPlan:
+    """The plan with the shortest rounds (steps ``k .. R``) that still train ``ctx.min_round_epochs``."""
+    need = math.ceil(ctx.min_round_epochs * ctx.data.n_train - 1e-9)
+
+    def long_enough(R: int) -> bool:
+        plan = plan_for(R)
+        return samples_between(ctx, plan.rewind_step, R) >= need
+
+    hi = 1
+    while not long_enough(hi):
+        hi *= 2
+    lo = hi // 2 + 1 if hi > 1 else 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if long_enough(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return plan_for(lo)
+
+
+def final_round_steps(ctx: Context, plan: RoundPlan) -> int:
+    """The last round's R. Under ``equal`` in the ``flops`` and ``seconds`` units the plan rests on
+    estimates (future masks, step times): the last round is re-priced at its exact mask and the step time
+    measured so far, so it spends what is left. Elsewhere the plan is exact and R stays."""
+    if not ctx.budget.stops_at_limit:
+        return plan.round_steps
+    r, k = plan.rounds, plan.rewind_step
+    if ctx.budget.unit == "seconds" and ctx.budget.samples > 0:
+        per_sample = ctx.budget.seconds() / ctx.budget.samples  # measured, all overheads included
+        forward = plan.forward_at(r) * per_sample / 3
+    else:
+        per_sample = ctx.train_cost_per_sample()
+        forward = plan.forward_at(r) * ctx.forward_cost_per_sample()
+    affordable = math.floor(max(0.0, ctx.budget.remaining - forward) / (per_sample * plan.particles[r]) + 1e-9)
+    steps = ctx.trainer.steps_for_samples(affordable, k)
+    return k + max(1, steps)
 
 
 def log_plan(ctx: Context, plan: RoundPlan) -> None:
-    """Record the plan in the trial's run (round length, rewind step, rounds, planned sample passes)."""
+    """Record the plan in the trial's run: round length (steps and epochs), rewind step, rounds,
+    particles, and its price as dense-equivalent epochs."""
     ctx.log("plan_round_steps", plan.round_steps)
+    ctx.log("plan_round_epochs", samples_between(ctx, plan.rewind_step, plan.round_steps) / ctx.data.n_train)
     ctx.log("plan_rewind_step", plan.rewind_step)
     ctx.log("plan_rounds", plan.rounds)
-    ctx.log("plan_epochs", plan_cost(ctx, plan.round_steps, plan.rewind_step, plan.particles) / ctx.data.n_train)
+    ctx.log("plan_particles", max(plan.particles))
+    ctx.log("plan_dense_particles", plan.particles[0])
+    ctx.log("plan_epochs", ctx.budget.to_epochs(plan_price(ctx, plan)) if ctx.budget.epoch_cost
+            else plan_cost(ctx, plan.round_steps, plan.rewind_step, plan.particles) / ctx.data.n_train)
 
 
 def log_round(ctx: Context, r: int) -> None:
@@ -212,6 +252,16 @@ def start_or_resume(ctx: Context, make_plan: Callable[[], RoundPlan]) -> tuple[R
         ctx.train(steps=plan.rewind_step, start_step=0, schedule_steps=plan.round_steps,
                   label="pretrain", desc="pretrain to k")
     return plan, ctx.snapshot(), 0
+
+
+def round_steps(ctx: Context, plan: RoundPlan, r: int) -> int:
+    """R for round r: the plan's, except a re-priced last round (:func:`final_round_steps`)."""
+    if r < plan.rounds:
+        return plan.round_steps
+    last = final_round_steps(ctx, plan)
+    if last != plan.round_steps:
+        ctx.log("final_round_steps", last)
+    return last
 
 
 def finish_round(ctx: Context, plan: RoundPlan, theta_k: dict[str, Any], r: int) -> None:

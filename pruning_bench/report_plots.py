@@ -1,8 +1,10 @@
-"""Report plots (matplotlib, Agg backend, PNG): accuracy vs sparsity, vs training cost, vs inference FLOPs.
+"""Report plots (matplotlib, Agg backend, PNG): per budget level, accuracy vs sparsity, vs training cost
+and vs inference FLOPs; across levels, per target sparsity, accuracy vs the budget multiple (the
+compute-matched curves).
 
-Every plot takes the tidy cell table of :func:`pruning_bench.report.cell_table`: one point per
+Every plot takes the tidy cell table of :func:`pruning_bench.report_cells.cell_table`: one point per
 (method, target sparsity), error bars = sample std over seeds, the dense baseline as a horizontal band
-(mean ± std) where it is not a point of its own.
+(mean ± std) where it is not a point of its own. A method keeps its colour and marker in every plot.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
+from pruning_bench.report_cells import level_cells, levels, pct  # noqa: E402
 from pruning_bench.report_stats import si_split  # noqa: E402
 
 MARKERS = "osD^vP*Xh<>p"
@@ -80,12 +83,13 @@ def _log_axis(ax, values: list[float], *, invert: bool = False, si: bool = False
     ax.set_xlim((hi, lo) if invert else (lo, hi))
 
 
-def plot_vs_sparsity(cells: pd.DataFrame, path: Path, *, label: str, scale: float) -> None:
+def plot_vs_sparsity(cells: pd.DataFrame, path: Path, *, label: str, scale: float, title: str = "",
+                     styles: dict[str, dict] | None = None) -> None:
     """Accuracy vs remaining weights (%, log scale, decreasing to the right as sparsity grows)."""
     pruned, refs = _split(cells)
     fig, ax = plt.subplots(figsize=(7, 4.6))
     _dense_band(ax, refs, scale)
-    styles = _styles(sorted(pruned["method"].unique()))
+    styles = styles or _styles(sorted(pruned["method"].unique()))
     xs: list[float] = []
     for row, group in pruned.groupby("method"):
         group = group.sort_values("target_sparsity")
@@ -99,15 +103,15 @@ def plot_vs_sparsity(cells: pd.DataFrame, path: Path, *, label: str, scale: floa
     ax.margins(y=0.08)
     ax.set_xlabel("remaining weights (%, log scale; achieved sparsity)")
     ax.set_ylabel(label)
-    _finish(ax, fig, path, f"{label} vs sparsity (error bars: std over seeds)")
+    _finish(ax, fig, path, f"{label} vs sparsity{title} (error bars: std over seeds)")
 
 
 def _plot_vs_cost(cells: pd.DataFrame, path: Path, *, column: str, xlabel: str, title: str, label: str,
-                  scale: float) -> None:
+                  scale: float, styles: dict[str, dict] | None = None) -> None:
     done = cells[(cells["n"] > 0) & cells[column].notna()]
     pruned, refs = _split(done)
     fig, ax = plt.subplots(figsize=(7, 4.6))
-    styles = _styles(sorted(pruned["method"].unique()))
+    styles = styles or _styles(sorted(pruned["method"].unique()))
     for row, group in pruned.groupby("method"):
         group = group.sort_values(column)
         ax.errorbar(group[column], group["mean"] * scale, yerr=_yerr(group, scale), capsize=3, lw=1.0, ms=5,
@@ -127,19 +131,66 @@ def _plot_vs_cost(cells: pd.DataFrame, path: Path, *, column: str, xlabel: str, 
     _finish(ax, fig, path, title)
 
 
+def plot_vs_budget(cells: pd.DataFrame, path: Path, *, target: float, label: str, scale: float,
+                   title: str, styles: dict[str, dict]) -> None:
+    """One target sparsity: each method's accuracy against the budget multiple it was given (log2 axis),
+    the dense baseline of each budget as a dashed line; budgets a method did not fit leave no point."""
+    done = cells[cells["n"] > 0]
+    fig, ax = plt.subplots(figsize=(7, 4.6))
+    refs = done[done["target_sparsity"] == 0]
+    for row, group in refs.groupby("method"):
+        group = group.sort_values("budget_multiple")
+        ax.errorbar(group["budget_multiple"], group["mean"] * scale, yerr=_yerr(group, scale), color="0.3",
+                    ls="--", marker="*", ms=8, capsize=3, lw=1.2, label=f"{row} (0% sparsity)")
+    pruned = done[done["target_sparsity"] == target]
+    for row, group in pruned.groupby("method"):
+        group = group.sort_values("budget_multiple")
+        ax.errorbar(group["budget_multiple"], group["mean"] * scale, yerr=_yerr(group, scale), capsize=3,
+                    lw=1.4, ms=5, label=row, **styles[row])
+    multiples = sorted(cells["budget_multiple"].unique())
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_locator(FixedLocator(multiples))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+    ax.set_xlim(min(multiples) / 1.3, max(multiples) * 1.3)
+    ax.margins(y=0.08)
+    ax.set_xlabel("budget (multiple of the base run, log scale)")
+    ax.set_ylabel(label)
+    _finish(ax, fig, path, title)
+
+
 def write_plots(cells: pd.DataFrame, out: Path, *, metric: str, label: str, scale: float) -> dict[str, Path]:
-    """Write the three PNG plots into ``out``; returns caption -> path."""
+    """Write the PNG plots into ``out``; returns caption -> path. Per budget level: accuracy vs sparsity,
+    vs training FLOPs and vs inference FLOPs; with several multiples, per (policy, unit) and target
+    sparsity, accuracy vs budget (captions containing "vs budget")."""
     out.mkdir(parents=True, exist_ok=True)
-    plots = {
-        f"{label} vs remaining weights": out / f"{metric}_vs_sparsity.png",
-        f"{label} vs training cost (FLOPs charged)": out / f"{metric}_vs_train_flops.png",
-        f"{label} vs effective inference FLOPs": out / f"{metric}_vs_inference_flops.png",
-    }
-    paths = list(plots.values())
-    plot_vs_sparsity(cells, paths[0], label=label, scale=scale)
-    _plot_vs_cost(cells, paths[1], column="train_flops_mean", xlabel="training FLOPs charged (log scale)",
-                  title=f"{label} vs training cost (labels: target sparsity)", label=label, scale=scale)
-    _plot_vs_cost(cells, paths[2], column="flops_effective_mean",
-                  xlabel="effective inference FLOPs per sample (log scale)",
-                  title=f"{label} vs inference FLOPs (labels: target sparsity)", label=label, scale=scale)
+    styles = _styles(sorted(cells.loc[cells["target_sparsity"] > 0, "method"].unique()))
+    plots: dict[str, Path] = {}
+    all_levels = levels(cells)
+    for level in all_levels:
+        policy, unit, multiple = level
+        here = level_cells(cells, level)
+        tag = f"_{policy}_{unit}_{multiple:g}x" if len(all_levels) > 1 else ""
+        where = f" ({policy}, {multiple:g}x{'' if unit == 'epochs' else ' ' + unit})" if len(all_levels) > 1 else ""
+        paths = [out / f"{metric}_vs_sparsity{tag}.png", out / f"{metric}_vs_train_flops{tag}.png",
+                 out / f"{metric}_vs_inference_flops{tag}.png"]
+        plot_vs_sparsity(here, paths[0], label=label, scale=scale, title=where, styles=styles)
+        _plot_vs_cost(here, paths[1], column="train_flops_mean", xlabel="training FLOPs charged (log scale)",
+                      title=f"{label} vs training cost{where} (labels: target sparsity)", label=label,
+                      scale=scale, styles=styles)
+        _plot_vs_cost(here, paths[2], column="flops_effective_mean",
+                      xlabel="effective inference FLOPs per sample (log scale)",
+                      title=f"{label} vs inference FLOPs{where} (labels: target sparsity)", label=label,
+                      scale=scale, styles=styles)
+        plots[f"{label} vs remaining weights{where}"] = paths[0]
+        plots[f"{label} vs training cost (FLOPs charged){where}"] = paths[1]
+        plots[f"{label} vs effective inference FLOPs{where}"] = paths[2]
+    for (policy, unit), group in cells.groupby(["policy", "unit"]):
+        if group["budget_multiple"].nunique() < 2:
+            continue
+        for target in sorted(t for t in group["target_sparsity"].unique() if t > 0):
+            path = out / f"{metric}_vs_budget_{policy}_{unit}_{round(target * 1000):04d}.png"
+            title = f"{label} at {pct(target)} sparsity vs budget ({policy}, {unit})"
+            plot_vs_budget(group, path, target=target, label=label, scale=scale, title=title, styles=styles)
+            plots[f"{label} at {pct(target)} sparsity vs budget ({policy}, {unit})"] = path
     return plots

@@ -104,3 +104,11 @@ def si_split(value: float) -> tuple[float, str]:
         if abs(value) >= factor:
             return value / factor, prefix
     return value, ""
+
+
+def ceil_2sig(x: float) -> str:
+    """``x`` rounded *up* to two significant digits (a budget multiple that surely suffices); '?' if not > 0."""
+    if not x > 0 or math.isinf(x):
+        return "?"
+    digits = 1 - math.floor(math.log10(x))
+    return f"{math.ceil(x * 10 ** digits - 1e-9) / 10 ** digits:g}"

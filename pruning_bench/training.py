@@ -6,7 +6,17 @@ callbacks (an extra loss term, a gradient edit, skipping an optimizer step), nev
 
 Per step: forward -> loss (+ callbacks' extra terms) -> backward -> ``after_backward`` callbacks (dense
 gradients visible) -> gradients of pruned weights zeroed -> optimizer step (unless a callback vetoes it)
--> masks re-applied -> ``on_step_end`` callbacks. Each step is charged to the budget meter before it runs.
+-> masks re-applied -> ``on_step_end`` callbacks.
+
+Each step is charged to the budget meter before it runs: its samples, and its FLOPs, 3 x the masked
+forward per sample, or 2 x the masked forward + the dense forward on a step where a callback declares
+it uses the dense gradient (:meth:`TrainCallback.dense_gradient`; RigL App. H). Under ``equal`` in the
+``flops`` and ``seconds`` units a run ends at the first step that would pass the limit
+(``TrainResult.stopped_at_limit``).
+
+The schedule position (``start_step`` of a ``schedule_steps`` run) and the data position
+(``data_start``) are separate: a fine-tune that restarts its learning-rate schedule continues the data
+stream instead of replaying the first epochs' batches, while IMP's rounds rewind both.
 """
 
 from __future__ import annotations
@@ -23,9 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from pruning_bench.budget import BudgetExceeded, BudgetMeter
+from pruning_bench.budget import TRAIN_FLOPS_PER_FORWARD, BudgetExceeded, BudgetMeter
 from pruning_bench.data import BatchStream, DataBundle, iterate_batches
-from pruning_bench.flops import TRAIN_FLOPS_PER_FORWARD
 from pruning_bench.masks import MaskSet
 from pruning_bench.suite import Recipe
 
@@ -94,6 +103,11 @@ class TrainCallback:
     def skip_optimizer_step(self, state: StepState) -> bool:
         return False
 
+    def dense_gradient(self, step: int) -> bool:
+        """Whether step ``step`` uses the dense gradient of every prunable weight (RigL's grow step).
+        The loop then charges it 2 x masked + 1 x dense forward FLOPs per sample instead of 3 x masked."""
+        return False
+
     def on_step_end(self, state: StepState) -> None: ...
 
     def on_epoch_end(self, state: StepState) -> None:
@@ -109,6 +123,7 @@ class TrainResult:
     seconds: float
     losses: list[float] = field(default_factory=list)
     epoch_losses: list[tuple[float, float]] = field(default_factory=list)  # (epochs charged, mean loss)
+    stopped_at_limit: bool = False  # the budget's limit ended the run before ``steps`` steps
 
 
 @dataclass(frozen=True)
@@ -129,10 +144,12 @@ class Trainer:
 
     def __init__(self, *, model: nn.Module, masks: MaskSet, data: DataBundle, recipe: Recipe,
                  meter: BudgetMeter, device: torch.device, flops: Callable[[], float],
-                 seed: int, progress: bool = True) -> None:
+                 seed: int, progress: bool = True, dense_flops: float = 0.0) -> None:
         self.model, self.masks, self.data, self.recipe = model, masks, data, recipe
         self.meter, self.device, self.seed = meter, device, seed
         self.forward_flops = flops          # current per-sample forward FLOPs (depends on the masks)
+        self.dense_flops = dense_flops      # per-sample forward FLOPs of the unmasked model
+        self.seconds_per_sample = 0.0       # measured (seconds unit): the first step's time estimate
         self.progress = progress
         self.use_amp = device.type == "cuda"
         self.channels_last = uses_channels_last(device, data.input_shape)
@@ -182,16 +199,23 @@ class Trainer:
         warmup = round(self.recipe.warmup_epochs * self.steps_per_epoch)
         return LRSchedule(self.recipe, total_steps, warmup)
 
+    def step_flops(self, samples: int, forward_flops: float, dense_gradient: bool = False) -> float:
+        """Training FLOPs of one step: 3 f_S per sample, or 2 f_S + f_D with the dense gradient."""
+        if dense_gradient:
+            return samples * ((TRAIN_FLOPS_PER_FORWARD - 1) * forward_flops + self.dense_flops)
+        return samples * TRAIN_FLOPS_PER_FORWARD * forward_flops
+
     def train(self, steps: int, *, start_step: int = 0, schedule_steps: int | None = None,
-              data_seed: int | None = None, callbacks: Sequence[TrainCallback] = (),
-              optimizer: torch.optim.Optimizer | None = None,
+              data_seed: int | None = None, data_start: int | None = None,
+              callbacks: Sequence[TrainCallback] = (), optimizer: torch.optim.Optimizer | None = None,
               scheduler_factory: Callable[[torch.optim.Optimizer], object] | None = None,
               label: str = "train", desc: str = "train") -> TrainResult:
         """Train for ``steps`` steps, the schedule positioned at ``start_step`` of a ``schedule_steps`` run.
 
         A fresh optimizer is built unless one is passed (to continue with its momentum). The learning
         rate follows the suite's schedule over ``schedule_steps`` (default ``start_step + steps``), or
-        the scheduler ``scheduler_factory(optimizer)`` returns (stepped once per step).
+        the scheduler ``scheduler_factory(optimizer)`` returns (stepped once per step). Batches come from
+        the data stream at ``data_start`` onwards (default: ``start_step``, the schedule position).
         """
         model, masks = self.model, self.masks
         stream = self.stream(data_seed)
@@ -215,18 +239,28 @@ class Trainer:
         losses: list[torch.Tensor] = []
         epoch_losses: list[tuple[float, float]] = []
         epoch_start = 0  # index into losses where the current epoch began
+        data_offset = (start_step if data_start is None else data_start) - start_step
+        step_seconds = self.seconds_per_sample * self.recipe.batch_size  # the seconds unit's estimate
+        stopped = False
         t0 = last_note = time.perf_counter()
         bar = tqdm(total=steps, desc=desc, leave=False, disable=None if self.progress else True, unit="step")
         for step in range(start_step, start_step + steps):
             state.step = step
+            if masks.version != flops_version:
+                flops_version, fwd_flops = masks.version, self.forward_flops()
+            n = self.batch_size_at(step + data_offset)
+            flops = self.step_flops(n, fwd_flops, any(cb.dense_gradient(step) for cb in callbacks))
+            if self.meter.stops_at_limit and not self.meter.fits(self.meter.cost(n, flops), step_seconds):
+                self.meter.stops += 1
+                stopped = True
+                break
+            step_start = time.perf_counter()
             if scheduler is None:
                 lr = schedule.lr(step)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-            x, y = stream.batch(step)
-            if masks.version != flops_version:
-                flops_version, fwd_flops = masks.version, self.forward_flops()
-            self.meter.charge(len(y), flops=len(y) * TRAIN_FLOPS_PER_FORWARD * fwd_flops, label=label)
+            x, y = stream.batch(step + data_offset)
+            self.meter.charge(len(y), flops=flops, label=label)
             self._check_wall_clock()
             state.inputs, state.targets = x, y
             with autocast:
@@ -250,6 +284,11 @@ class Trainer:
             losses.append(loss.detach())
             for cb in callbacks:
                 cb.on_step_end(state)
+            if self.meter.unit == "seconds":  # the next step's time, for stopping at the limit
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                took = time.perf_counter() - step_start
+                step_seconds = took if step == start_step else 0.8 * step_seconds + 0.2 * took
             if (step + 1) % stream.steps_per_epoch == 0:
                 state.epoch = (step + 1) // stream.steps_per_epoch
                 current = float(loss.detach())
@@ -267,13 +306,17 @@ class Trainer:
                     cb.on_epoch_end(state)
             bar.update()
         bar.close()
+        if len(losses) > epoch_start:  # the run ended inside an epoch: its last point covers that part
+            epoch_losses.append((self.meter.epochs_charged, float(torch.stack(losses[epoch_start:]).mean())))
         loss_values = torch.stack(losses).float().tolist() if losses else []
         if any(math.isnan(v) for v in loss_values):
             raise FloatingPointError(f"training loss became NaN (first at step "
                                      f"{start_step + next(i for i, v in enumerate(loss_values) if math.isnan(v))})")
-        return TrainResult(optimizer=optimizer, end_step=start_step + steps, steps=steps,
-                           mean_loss=sum(loss_values) / max(len(loss_values), 1),
-                           seconds=time.perf_counter() - t0, losses=loss_values, epoch_losses=epoch_losses)
+        done = len(loss_values)
+        return TrainResult(optimizer=optimizer, end_step=start_step + done, steps=done,
+                           mean_loss=sum(loss_values) / max(done, 1),
+                           seconds=time.perf_counter() - t0, losses=loss_values, epoch_losses=epoch_losses,
+                           stopped_at_limit=stopped)
 
     def _check_wall_clock(self) -> None:
         cap = self.meter.max_seconds

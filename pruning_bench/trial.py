@@ -1,8 +1,9 @@
-"""Trials and the plan: the grid method x sparsity x seed, each trial with a stable key.
+"""Trials and the plan: the grid method x sparsity x budget level x seed, each trial with a stable key.
 
 A trial's key is a hash of its canonical configuration (suite's experiment config, method name and
-resolved parameters, target sparsity, seed, budget policy) plus :data:`pruning_bench.RESULT_VERSION`.
-The same key means the same experiment, so a finished key is never run twice unless asked.
+resolved parameters, target sparsity, seed, budget policy, unit and multiple) plus
+:data:`pruning_bench.RESULT_VERSION`. The same key means the same experiment, so a finished key is never
+run twice unless asked.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from pruning_bench import RESULT_VERSION
@@ -27,6 +28,8 @@ class Trial:
     target_sparsity: float
     seed: int
     budget_policy: str
+    budget_unit: str = "epochs"
+    budget_multiple: float = 1.0
 
     def config(self) -> dict[str, Any]:
         """The canonical, JSON-able description hashed into the key."""
@@ -37,6 +40,8 @@ class Trial:
             "target_sparsity": round(self.target_sparsity, 6),
             "seed": self.seed,
             "budget_policy": self.budget_policy,
+            "budget_unit": self.budget_unit,
+            "budget_multiple": round(self.budget_multiple, 6),
             "result_version": RESULT_VERSION,
         }
 
@@ -45,21 +50,65 @@ class Trial:
         blob = json.dumps(self.config(), sort_keys=True, default=str, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
+    @property
+    def variant(self) -> str:
+        """The parameters that differ from the method's defaults, ``k=v, ...`` ('' when none)."""
+        return non_default_params(self.params)
+
+    @property
+    def budget_epochs(self) -> float:
+        """The budget in dense-equivalent epochs (the base run times the multiple)."""
+        return self.suite.budget.epochs * self.budget_multiple
+
     def label(self) -> str:
-        return f"{self.method} s={self.target_sparsity:g} seed={self.seed}"
+        name = f"{self.method}[{self.variant}]" if self.variant else self.method
+        unit = "" if self.budget_unit == "epochs" else f" {self.budget_unit}"
+        return f"{name} s={self.target_sparsity:g} seed={self.seed} {self.budget_multiple:g}x{unit}"
 
 
-def build_plan(suite: Suite, methods: Sequence[type[Method]], sparsities: Sequence[float],
-               seeds: Sequence[int], budget_policy: str,
-               params: dict[str, Any] | None = None) -> list[Trial]:
-    """Every (method, sparsity, seed) trial, in a stable order. A method that does not prune (the dense
-    baseline) gets one trial per seed at sparsity 0."""
+def non_default_params(params: Any) -> str:
+    """``k=v`` for every field of a Params dataclass that differs from its default, comma-separated."""
+    if not dataclasses.is_dataclass(params):
+        return ""
+    try:
+        defaults = type(params)()
+    except TypeError:  # a plugin's Params without defaults: every field is "its own"
+        defaults = None
+    parts = [f"{f.name}={getattr(params, f.name)!r}".replace("'", "") for f in dataclasses.fields(params)
+             if defaults is None or getattr(params, f.name) != getattr(defaults, f.name)]
+    return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method of the plan: its class and parameter overrides on top of the suite's ``[method_params]``
+    (``--methods 'imp,imp[prune_fraction=0.5]'`` runs both, as separate rows)."""
+
+    cls: type[Method]
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+    def params(self, suite: Suite) -> Any:
+        values = {**suite.method_params.get(self.cls.name, {}), **self.overrides}
+        where = f"{suite.source}: " if not self.overrides else f"{suite.source} + {self.cls.name}[...]: "
+        return self.cls.parse_params(values, where=where)
+
+
+def build_plan(suite: Suite, methods: Sequence[type[Method] | MethodSpec], sparsities: Sequence[float],
+               seeds: Sequence[int], budget_policy: str, *, multiples: Sequence[float] | None = None,
+               unit: str | None = None, params: dict[str, Any] | None = None) -> list[Trial]:
+    """Every (method, budget multiple, sparsity, seed) trial, in a stable order. A method that does not
+    prune (the dense baseline) gets one trial per seed and multiple at sparsity 0. ``params`` maps a
+    method name to a ready Params instance (tests); otherwise the suite's ``[method_params]``."""
     params = params or {}
+    unit = unit or suite.budget.unit
     trials: list[Trial] = []
-    for cls in methods:
-        p = params.get(cls.name) or cls.parse_params(suite.method_params.get(cls.name, {}),
-                                                     where=f"{suite.source}: ")
-        for sparsity in (sparsities if cls.prunes else [0.0]):
-            for seed in seeds:
-                trials.append(Trial(suite, cls.name, p, float(sparsity), int(seed), budget_policy))
+    for multiple in (multiples or suite.budget.multiples):
+        for entry in methods:
+            spec = entry if isinstance(entry, MethodSpec) else MethodSpec(entry)
+            p = params.get(spec.cls.name) if not spec.overrides else None
+            p = p or spec.params(suite)
+            for sparsity in (sparsities if spec.cls.prunes else [0.0]):
+                for seed in seeds:
+                    trials.append(Trial(suite, spec.cls.name, p, float(sparsity), int(seed), budget_policy,
+                                        unit, float(multiple)))
     return list({t.key: t for t in trials}.values())  # "0.5,0.50" or "0,0" is one experiment, run once

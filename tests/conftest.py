@@ -34,7 +34,8 @@ def tiny() -> TinyNet:
 
 def make_context(model: nn.Module | None = None, *, policy: str = "equal", epochs: float = 2.0,
                  sparsity: float = 0.5, seed: int = 0, recipe: Recipe | None = None, params=None,
-                 checkpoint_dir=None) -> Context:
+                 checkpoint_dir=None, unit: str = "epochs", seconds: float | None = None,
+                 min_round_epochs: float | None = None) -> Context:
     """A Context over the smoke data set (512 samples, length 32, 4 classes)."""
     from pruning_bench.models import build_model
 
@@ -42,10 +43,10 @@ def make_context(model: nn.Module | None = None, *, policy: str = "equal", epoch
     torch.manual_seed(seed)
     model = model or build_model("smoke_cnn", num_classes=data.num_classes, input_shape=data.input_shape)
     recipe = recipe or Recipe(lr=0.05, batch_size=64, weight_decay=1e-4)
-    meter = BudgetMeter(policy, epochs, data.n_train)
+    meter = BudgetMeter(policy, epochs, data.n_train, unit=unit, seconds_limit=seconds)
     return Context(model=model, data=data, recipe=recipe, meter=meter, target_sparsity=sparsity,
                    params=params, seed=seed, device=torch.device("cpu"), checkpoint_dir=checkpoint_dir,
-                   progress=False)
+                   progress=False, min_round_epochs=min_round_epochs)
 
 
 @pytest.fixture

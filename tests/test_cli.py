@@ -106,6 +106,12 @@ def test_dry_run_prints_plan_and_records_nothing(tmp_path):
     (["run", "--suite", "smoke", "--plugin", "/nonexistent/plugin.py"], "plugin file"),
     (["report", "--suite", "never_ran"], "no runs recorded for suite 'never_ran'"),
     (["run", "--suite", "smoke", "--device", "gpu0"], "--device 'gpu0' is not a torch device"),
+    (["run", "--suite", "smoke", "--budgets", "1,x4y"], "--budgets: '4y' is not a number"),
+    (["run", "--suite", "smoke", "--budgets", "0"], "budget multiple 0.0 is out of range"),
+    (["run", "--suite", "smoke", "--budget-unit", "seconds"], "--budget-unit seconds needs the base run in seconds"),
+    (["run", "--suite", "smoke", "--methods", "imp[prune_fraction=2]"], "prune_fraction must be in (0, 1), got 2"),
+    (["run", "--suite", "smoke", "--methods", "imp[rewind]"], "'rewind' in 'imp[rewind]' is not key=value"),
+    (["run", "--suite", "smoke", "--methods", "imp[bogus=1]"], "method 'imp' has no parameter 'bogus'"),
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path, args, message):
     result = CliRunner().invoke(main, [*args, "--results-dir", str(tmp_path)])
@@ -276,3 +282,29 @@ def test_misspelled_method_params_section_is_an_error(tmp_path):
     result = CliRunner().invoke(main, ["run", "--suite", str(path), "--methods", "snip", "--dry-run"])
     assert result.exit_code == 2
     assert "[method_params.snipp] names no registered method" in result.output
+
+
+def test_method_variants_are_separate_trials_with_their_own_keys(tmp_path):
+    result = bench("run", "--suite", "smoke", "--methods", "imp,imp[prune_fraction=0.5, rewind_iters=3]",
+                   "--sparsities", "0.8", "--budgets", "1,2.5", "--results-dir", str(tmp_path), "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "4 trials" in result.output
+    assert "imp[prune_fraction=0.5, rewind_iters=3] s=0.8 seed=0 2.5x" in result.output
+    assert "imp[rewind_iters=7] s=0.8 seed=0 1x" in result.output  # the suite's own rewind point, shown
+    assert "epochs=10" in result.output  # 2.5 x the 4-epoch base run
+    assert len(set(line.split("key=")[1] for line in result.output.splitlines() if "key=" in line)) == 4
+
+
+def test_model_options_reach_the_builder_and_bad_ones_are_one_line_errors(tmp_path):
+    from pruning_bench.models import build_model
+
+    wide = build_model("mnist1d_cnn", num_classes=10, input_shape=(1, 40), options={"channels": 64})
+    assert wide.conv2.weight.shape == (64, 64, 3)
+    path = tmp_path / "s.toml"
+    path.write_text('[dataset]\nname = "smoke"\n[model]\nname = "smoke_cnn"\nchanels = 8\n[budget]\nepochs = 1\n')
+    result = CliRunner().invoke(main, ["run", "--suite", str(path), "--methods", "dense", "--results-dir",
+                                       str(tmp_path)])
+    assert result.exit_code == 2
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "model 'smoke_cnn' has no option 'chanels'" in errors[0]
+    assert str(path) in errors[0] and not (tmp_path / "mlflow.db").exists()

@@ -8,7 +8,7 @@ import torch
 from conftest import make_context
 from pruning_bench.methods.imp import IMP, IMPParams
 
-from pruning_bench.budget import BudgetExceeded
+from pruning_bench.budget import BudgetExceeded, DoesNotFit
 from pruning_bench.errors import BenchError
 from pruning_bench.iterative import plan_cost, plan_rounds, round_sparsities, samples_between
 from pruning_bench.training import StepState, TrainCallback
@@ -78,39 +78,41 @@ def test_rounds_prune_to_plan_rewind_to_theta_k_and_continue_schedule():
 
 
 def test_equal_budget_plan_fits_and_is_spent_within_the_meter():
-    ctx = make_context(policy="equal", epochs=6, sparsity=0.6)  # 42 steps for 1 + 5 rounds
+    ctx = make_context(policy="equal", epochs=6, sparsity=0.6, min_round_epochs=0.5)  # 42 steps, 1 + 5 rounds
     plan = plan_rounds(ctx, prune_fraction=0.2, rewind_iters=2, rewind_fraction=0.0)
-    assert plan.rounds == 5 and plan.rewind_step == 2
+    assert plan.rounds == 5 and plan.rewind_step == 2  # the method's own 20% steps, all of them
     cost = plan_cost(ctx, plan.round_steps, plan.rewind_step, plan.particles)
     assert cost <= ctx.budget.total_samples
     assert plan_cost(ctx, plan.round_steps + 1, 2, plan.particles) > ctx.budget.total_samples  # longest
-    IMP(IMPParams(rewind_iters=2, min_round_fraction=0.0)).run(ctx)
+    IMP(IMPParams(rewind_iters=2)).run(ctx)
     assert ctx.budget.used_samples == cost
     assert ctx.masks.sparsity() == pytest.approx(0.6, abs=1 / ctx.masks.total())
 
 
-def test_equal_budget_drops_rounds_only_when_unavoidable():
-    ctx = make_context(policy="equal", epochs=1, sparsity=0.8)  # 7 steps cannot pay 9 rounds
-    plan = plan_rounds(ctx, prune_fraction=0.2, rewind_iters=0, rewind_fraction=0.0)
-    assert plan.rounds < 8 and plan.sparsities[-1] == 0.8
-    f = 1 - 0.2 ** (1 / plan.rounds)
-    assert plan.sparsities[1] == pytest.approx(f)
-    # no round can be 8 steps long: one round, as long as the budget allows
-    one = plan_rounds(ctx, prune_fraction=0.2, rewind_iters=0, rewind_fraction=0.0, min_round_steps=8)
-    assert one.rounds == 1 and one.sparsities == (0.0, 0.8)
-    assert plan_cost(ctx, one.round_steps, 0, one.particles) <= ctx.budget.total_samples
-    too_small = make_context(policy="equal", epochs=0.05, sparsity=0.8)  # 25 samples: not one batch
-    with pytest.raises(BenchError, match="too small"):
-        plan_rounds(too_small, prune_fraction=0.2, rewind_iters=0, rewind_fraction=0.0)
+def test_equal_budget_keeps_its_rounds_or_does_not_fit():
+    ctx = make_context(policy="equal", epochs=1, sparsity=0.8, min_round_epochs=0.5)  # 7 steps: not 9 rounds
+    with pytest.raises(DoesNotFit, match="9 rounds") as info:
+        plan_rounds(ctx, prune_fraction=0.2, rewind_iters=0, rewind_fraction=0.0)
+    need = info.value.min_budget_epochs
+    assert need > 1
+    # the smallest budget it names is enough: there the plan has all 8 pruning steps of 20%, each round
+    # exactly the suite's minimum length
+    enough = make_context(policy="equal", epochs=need, sparsity=0.8, min_round_epochs=0.5)
+    plan = plan_rounds(enough, prune_fraction=0.2, rewind_iters=0, rewind_fraction=0.0)
+    assert plan.rounds == 8 and plan.sparsities[1] == pytest.approx(0.2)
+    assert samples_between(enough, 0, plan.round_steps) >= enough.min_round_epochs * enough.data.n_train
+    assert samples_between(enough, 0, plan.round_steps - 1) < enough.min_round_epochs * enough.data.n_train
 
 
-def test_equal_budget_rounds_no_shorter_than_the_floor():
-    ctx = make_context(policy="equal", epochs=6, sparsity=0.6)  # 42 steps; 20% steps want 6 rounds
-    plan = plan_rounds(ctx, prune_fraction=0.2, rewind_iters=2, rewind_fraction=0.0, min_round_fraction=0.25)
-    assert plan.round_steps - plan.rewind_step >= round(0.25 * ctx.budget_steps)
-    assert plan.rounds < 5 and plan.sparsities[-1] == 0.6  # fewer rounds, each pruning a larger share
-    assert plan.sparsities[1] == pytest.approx(1 - 0.4 ** (1 / plan.rounds))
-    assert plan_cost(ctx, plan.round_steps, plan.rewind_step, plan.particles) <= ctx.budget.total_samples
+def test_equal_rounds_are_no_shorter_than_min_round_epochs():
+    for minimum in (0.5, 1.0, 1.5):
+        ctx = make_context(policy="equal", epochs=16, sparsity=0.6, min_round_epochs=minimum)
+        plan = plan_rounds(ctx, prune_fraction=0.2, rewind_iters=2, rewind_fraction=0.0)
+        assert plan.rounds == 5
+        assert samples_between(ctx, plan.rewind_step, plan.round_steps) >= minimum * ctx.data.n_train
+    with pytest.raises(DoesNotFit):  # 6 rounds of 3 epochs do not fit in 16
+        plan_rounds(make_context(policy="equal", epochs=16, sparsity=0.6, min_round_epochs=3.0),
+                    prune_fraction=0.2, rewind_iters=2, rewind_fraction=0.0)
 
 
 def test_meter_stops_overspending():

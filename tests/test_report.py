@@ -15,7 +15,7 @@ from scipy import stats
 
 from pruning_bench.cli import main
 from pruning_bench.errors import BenchError
-from pruning_bench.report import MISSING, build_report, cost_table, load_runs
+from pruning_bench.report import MISSING, build_report, cost_table, leaderboards_markdown, load_runs
 from pruning_bench.report_stats import rank_column, summarize, welch_p
 
 METHODS = ["dense", "global_magnitude", "snip"]
@@ -133,7 +133,7 @@ def test_report_is_logged_as_a_non_trial_run(store, report_dir):
 def test_one_seed_has_no_std_and_says_so(store):
     runs = load_runs(uri_of(store), "smoke", status=None)
     report = build_report(runs[runs["tags.seed"] == "0"], "smoke")
-    table = report.leaderboard_markdown()
+    table = leaderboards_markdown(report)
     assert "±" not in table and "(1)" in table
     assert any("Only one seed" in n for n in report.notes)
     assert not report.cells["tied_with_best"].any()
@@ -144,7 +144,7 @@ def test_missing_cells_and_metrics_are_missing_not_zero(store):
     runs = runs[~((runs["tags.method"] == "snip") & (runs["tags.target_sparsity"] == "0.8"))].copy()
     runs["metrics.latency_ms"] = np.where(runs["tags.method"] == "snip", 1.5, np.nan)  # logged by snip only
     report = build_report(runs, "smoke")
-    snip = [line for line in report.leaderboard_markdown().splitlines() if line.startswith("| snip")][0]
+    snip = [line for line in leaderboards_markdown(report).splitlines() if line.startswith("| snip")][0]
     assert snip.rstrip(" |").endswith(MISSING)
     costs = cost_table(report.cells).set_index(["method", "target"])
     assert costs.loc[("snip", "50%"), "latency (ms)"] == "1.500"
@@ -183,14 +183,17 @@ def test_failed_runs_are_counted_and_mixed_policies_warned(mixed_store):
     text = (out / "report.md").read_text()
     warnings = text.split("## Warnings")[1].split("## Leaderboard")[0]
     assert "mix budget policies (equal, native)" in warnings
-    assert "1 trial run(s) FAILED" in warnings and "snip [budget_policy=equal] @ 80% seed 2 (FAILED)" in warnings
-    rows = {r[0]: r for r in leaderboard_rows(text)}
-    assert "(2; 1 failed)" in rows["snip [budget_policy=equal]"][2]
-    assert rows["global_magnitude [budget_policy=native]"][1].startswith("**50.00 (1)**")
-    assert rows["global_magnitude [budget_policy=native]"][2] == MISSING
-    csv = pd.read_csv(out / "leaderboard.csv").set_index(["method", "target_sparsity"])
-    assert csv.loc[("snip [budget_policy=equal]", 0.8), "n_failed"] == 1
-    assert csv.loc[("snip [budget_policy=equal]", 0.8), "n"] == 2
+    assert "1 trial run(s) FAILED" in warnings and "snip @ 80% 1x seed 2 (FAILED)" in warnings
+    equal, native = text.split("## Leaderboard")[1:3]  # each policy has its own leaderboard
+    assert equal.startswith(": test_acc (%), equal budget, 1x") and native.startswith(": test_acc (%), native")
+    rows = {r[0]: r for r in leaderboard_rows("## Leaderboard" + equal)}
+    assert "(2; 1 failed)" in rows["snip"][2]
+    native_rows = {r[0]: r for r in leaderboard_rows("## Leaderboard" + native)}
+    assert list(native_rows)[2:] == ["global_magnitude"]  # methods are ranked against their own policy only
+    assert native_rows["global_magnitude"][1].startswith("**50.00 (1)**")
+    csv = pd.read_csv(out / "leaderboard.csv").set_index(["policy", "method", "target_sparsity"])
+    assert csv.loc[("equal", "snip", 0.8), "n_failed"] == 1
+    assert csv.loc[("equal", "snip", 0.8), "n"] == 2
     sanity = text.split("## Sanity checks")[1]
     assert "⚠ 1" in sanity
 
@@ -241,3 +244,52 @@ def test_welch_ties_and_summary_by_hand():
     assert rank_column({"loss1": [0.2, 0.3], "loss2": [2.0, 2.1]}, higher=False).best["loss1"]
     s = summarize([0.9])
     assert s.n == 1 and math.isnan(s.std) and math.isnan(s.ci_low)
+
+
+@pytest.fixture(scope="module")
+def ladder(tmp_path_factory):
+    """A smoke sweep over two budget levels with an IMP variant: IMP does not fit at 1x, runs at 10x."""
+    root = tmp_path_factory.mktemp("ladder")
+    result = bench("run", "--suite", "smoke", "--methods", "dense,snip,imp,imp[prune_fraction=0.5]",
+                   "--sparsities", "0.8", "--budgets", "1,10", "--results-dir", str(root), "--no-progress")
+    assert result.exit_code == 0, result.output
+    out = root / "report"
+    result = bench("report", "--suite", "smoke", "--results-dir", str(root), "--out", str(out), "--no-log")
+    assert result.exit_code == 0, result.output
+    return root, out
+
+
+def test_each_budget_level_has_its_leaderboard_and_does_not_fit_cells_say_what_they_need(ladder):
+    root, out = ladder
+    text = (out / "report.md").read_text()
+    one, ten = text.split("## Leaderboard")[1:3]
+    assert one.startswith(": test_acc (%), equal budget, 1x (4 epochs)")
+    assert ten.startswith(": test_acc (%), equal budget, 10x (40 epochs)")
+    rows_1x = {r[0]: r for r in leaderboard_rows("## Leaderboard" + one)}
+    rows_10x = {r[0]: r for r in leaderboard_rows("## Leaderboard" + ten)}
+    # labels carry the non-default parameters (the smoke suite's rewind point, the variant's prune fraction)
+    assert set(rows_1x) >= {"dense", "snip", "imp [rewind_iters=7]", "imp [prune_fraction=0.5, rewind_iters=7]"}
+    runs = load_runs(uri_of(root), "smoke")
+    imp_1x = runs[(runs["tags.method_variant"] == "rewind_iters=7") & (runs["tags.budget_multiple"] == "1")]
+    need = imp_1x["metrics.min_budget_epochs"].iloc[0] / 4
+    cell = rows_1x["imp [rewind_iters=7]"][1]
+    shown = float(re.search(r"needs ≥ ([\d.]+)×", cell).group(1))
+    assert shown >= need and shown - need < 0.1 and "0.00" not in cell  # never 0, never blank
+    assert re.search(r"\d+\.\d\d \(1\)", rows_10x["imp [rewind_iters=7]"][1])  # it ran at 10x
+    csv = pd.read_csv(out / "leaderboard.csv").set_index(["budget_multiple", "method", "target_sparsity"])
+    dnf = csv.loc[(1.0, "imp [rewind_iters=7]", 0.8)]
+    assert dnf["n"] == 0 and dnf["n_does_not_fit"] == 1 and dnf["min_budget_multiple"] == pytest.approx(need)
+    assert csv.loc[(10.0, "imp [rewind_iters=7]", 0.8), "plan_rounds_mean"] == 8
+    html = (out / "report.html").read_text()
+    assert '<td class="dnf">needs ≥' in html
+
+
+def test_cost_table_shows_the_plan_and_curves_are_drawn_per_sparsity(ladder):
+    _, out = ladder
+    text = (out / "report.md").read_text()
+    cost = text.split("## Cost")[1].split("## Sanity")[0]
+    imp_row = [line for line in cost.splitlines() if "equal 10x" in line and "imp [rewind_iters=7]" in line][0]
+    assert re.search(r"\| +9 x [\d.]+ ep \|", imp_row)  # 9 rounds x round length (1 particle)
+    assert "## Compute-matched curves" in text and "test_acc_vs_budget_equal_epochs_0800.png" in text
+    assert (out / "test_acc_vs_budget_equal_epochs_0800.png").stat().st_size > 10_000
+    assert "Smallest budget that fits: imp" in text

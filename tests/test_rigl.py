@@ -101,8 +101,29 @@ def test_dense_gradient_flops_are_charged_on_update_steps():
     ctx.train(steps=14, callbacks=[updater])
     n_updates = len(updater.updates)
     assert n_updates == 3
-    assert ctx.budget.extra_flops == pytest.approx(n_updates * 64 * (f_dense - f_sparse))
-    assert ctx.budget.train_flops == pytest.approx(ctx.budget.used_samples * 3 * f_sparse)
+    # App. H: 3 f_S per sample on ordinary steps, 2 f_S + f_D on update steps (the dense gradient)
+    expected = ctx.budget.used_samples * 3 * f_sparse + n_updates * 64 * (f_dense - f_sparse)
+    assert ctx.budget.flops == pytest.approx(expected)
+    assert f_dense > f_sparse
+
+
+def test_flops_unit_prices_the_dense_gradient_into_the_run_length():
+    ctx = make_context(epochs=4, sparsity=0.8)
+    ctx.budget.unit = "flops"
+    ctx.budget.epoch_cost = None
+    ctx.budget.bind_dense_flops(ctx.flop_profile.total)
+    init_rigl_masks(ctx, RigLParams())
+
+    def with_updates(T):
+        return [RigLUpdater(ctx, delta_t=2, alpha=0.3, t_end=T)]
+
+    plain = ctx.remaining_steps()
+    priced = ctx.remaining_steps(callbacks_for=with_updates)
+    assert plain > priced > ctx.epochs_to_steps(4)  # sparse steps are cheaper than dense ones, updates dearer
+    ctx.train(steps=priced, callbacks=with_updates(priced))
+    assert ctx.budget.used <= ctx.budget.limit
+    step_cost = 64 * (2 * ctx.effective_flops() + ctx.flop_profile.total)
+    assert ctx.budget.remaining < step_cost  # spent to within one (dense-gradient) step
 
 
 @pytest.mark.parametrize("distribution", ["erk", "uniform"])

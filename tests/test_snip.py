@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from conftest import TinyNet, make_context
@@ -60,5 +61,7 @@ def test_snip_run_reaches_target_and_keeps_mask_fixed():
     Snip(SnipParams(score_batch_size=32)).run(ctx)
     assert ctx.masks.nonzero() == round(0.2 * ctx.masks.total())
     assert all(torch.equal(seen[0][n], m) for n, m in ctx.masks.masks.items())
-    assert ctx.budget.epochs_charged == 1.0  # scoring is not a training pass
-    assert ctx.budget.extra_flops > 0         # but its cost is recorded
+    # the scoring batch is charged (forward + backward, label "scoring"); training gets the rest
+    assert ctx.budget.charges["scoring"].samples == 32
+    assert ctx.budget.charges["scoring"].flops == pytest.approx(32 * 3 * ctx.flop_profile.total)
+    assert ctx.budget.total_samples - ctx.recipe.batch_size < ctx.budget.used_samples <= ctx.budget.total_samples

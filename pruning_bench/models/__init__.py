@@ -14,8 +14,10 @@ signals. Every conv / linear layer is a plain ``nn.Conv1d``/``nn.Conv2d``/``nn.L
 
 from __future__ import annotations
 
+import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from torch import nn
 
@@ -26,7 +28,7 @@ from pruning_bench.models.external import TIMM_PREFIX, TORCHVISION_PREFIX, build
 from pruning_bench.models.small_nets import digits_cnn, mnist1d_cnn, smoke_cnn
 from pruning_bench.models.wide_resnet import wide_resnet
 
-__all__ = ["MODEL_DESCRIPTIONS", "available_models", "build_model", "describe_models"]
+__all__ = ["MODEL_DESCRIPTIONS", "available_models", "build_model", "describe_models", "model_options"]
 
 _IMAGE = "images (C, H, W), e.g. (3, 32, 32)"
 _SIGNAL = "1-D signals (C, L), e.g. (1, 40)"
@@ -45,7 +47,7 @@ _NAMED: dict[str, str] = {
     "wrn16_8": "Wide ResNet-16-8 (Zagoruyko & Komodakis 2016), pre-activation, 11.0M params",
     "wrn28_2": "Wide ResNet-28-2 (Zagoruyko & Komodakis 2016), pre-activation, 1.47M params",
     "wrn28_10": "Wide ResNet-28-10 (Zagoruyko & Komodakis 2016), pre-activation, 36.5M params",
-    "mnist1d_cnn": "MNIST-1D CNN (Greydanus 2020, ConvBase) with BN: 3 Conv1d x 25 channels + Linear",
+    "mnist1d_cnn": "MNIST-1D CNN (Greydanus 2020, ConvBase) with BN: 3 Conv1d x `channels` (25) + Linear",
     "digits_cnn": "small CNN for 8x8 sklearn digits: 3 conv3x3+BN (16/32/32), max-pool, GAP, Linear",
     "smoke_cnn": "tiny 1-D CNN for tests: 2 Conv1d+BN (8/16), GAP, Linear (~600 params)",
 }
@@ -85,8 +87,28 @@ def _check_rank(name: str, input_shape: tuple[int, ...], rank: int) -> None:
         raise BenchError(f"model '{name}' takes {takes}; got input_shape {tuple(input_shape)}")
 
 
-def build_model(name: str, *, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
-    """Build a freshly (randomly) initialised model ``name`` for samples of shape ``input_shape``."""
+def model_options(name: str) -> list[str]:
+    """The options (builder keyword arguments) a registry model accepts; ``[]`` when none."""
+    if name in _SMALL:
+        params = inspect.signature(_SMALL[name][0]).parameters.values()
+        return [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in ("num_classes", "input_shape")]
+    return []
+
+
+def _check_options(name: str, options: Mapping[str, Any]) -> None:
+    """Registry models: every option must be a keyword of the builder (timm/torchvision check their own)."""
+    valid = model_options(name)
+    for key in options:
+        if key not in valid:
+            raise BenchError(f"model '{name}' has no option '{key}' (a [model] key); "
+                             f"valid: {', '.join(valid) or '(none)'}")
+
+
+def build_model(name: str, *, num_classes: int, input_shape: tuple[int, ...],
+                options: Mapping[str, Any] | None = None) -> nn.Module:
+    """Build a freshly (randomly) initialised model ``name`` for samples of shape ``input_shape``;
+    ``options`` (a suite's ``[model]`` keys besides ``name``) go to the builder as keyword arguments."""
+    options = dict(options or {})
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise BenchError(f"num_classes must be a positive integer, got {num_classes!r}")
     input_shape = tuple(input_shape)
@@ -94,15 +116,21 @@ def build_model(name: str, *, num_classes: int, input_shape: tuple[int, ...]) ->
         raise BenchError(f"input_shape must be a tuple of positive integers, got {input_shape!r}")
 
     if name.startswith(TIMM_PREFIX):
-        return build_timm(name[len(TIMM_PREFIX) :], num_classes=num_classes, input_shape=input_shape)
+        return build_timm(name[len(TIMM_PREFIX) :], num_classes=num_classes, input_shape=input_shape,
+                          options=options)
     if name.startswith(TORCHVISION_PREFIX):
         return build_torchvision(
-            name[len(TORCHVISION_PREFIX) :], num_classes=num_classes, input_shape=input_shape
+            name[len(TORCHVISION_PREFIX) :], num_classes=num_classes, input_shape=input_shape, options=options
         )
+    if name in _SMALL or re.fullmatch(r"resnet\d+|vgg\d+_bn|wrn\d+_\d+", name):
+        _check_options(name, options)
     if name in _SMALL:
         builder, rank = _SMALL[name]
         _check_rank(name, input_shape, rank)
-        return builder(num_classes=num_classes, input_shape=input_shape)
+        try:
+            return builder(num_classes=num_classes, input_shape=input_shape, **options)
+        except (TypeError, ValueError) as err:
+            raise BenchError(f"model '{name}' with options {options}: {err}") from None
     if m := re.fullmatch(r"resnet(\d+)", name):
         _check_rank(name, input_shape, 3)
         return cifar_resnet(int(m[1]), num_classes=num_classes, input_shape=input_shape)

@@ -8,7 +8,8 @@ models only, 3 input channels). Both libraries are imported lazily: importing ti
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from torch import nn
 
@@ -34,7 +35,8 @@ def _image_shape(spec: str, input_shape: tuple[int, ...]) -> tuple[int, int, int
     return input_shape[0], input_shape[1], input_shape[2]
 
 
-def build_timm(name: str, *, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+def build_timm(name: str, *, num_classes: int, input_shape: tuple[int, ...],
+               options: Mapping[str, Any] | None = None) -> nn.Module:
     """Build a randomly initialised timm model; ``name`` is without the ``timm:`` prefix."""
     import timm
 
@@ -43,12 +45,14 @@ def build_timm(name: str, *, num_classes: int, input_shape: tuple[int, ...]) -> 
     if not name or not timm.is_model(name):
         raise _unknown("timm", name, timm.list_models())
     try:
-        return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels)
+        return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels,
+                                 **dict(options or {}))
     except (TypeError, ValueError) as exc:
         raise BenchError(f"could not build '{spec}' for input_shape {tuple(input_shape)}: {exc}") from exc
 
 
-def build_torchvision(name: str, *, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+def build_torchvision(name: str, *, num_classes: int, input_shape: tuple[int, ...],
+                      options: Mapping[str, Any] | None = None) -> nn.Module:
     """Build a randomly initialised torchvision classification model; ``name`` is without the prefix."""
     import torchvision.models as tvm
 
@@ -63,6 +67,6 @@ def build_torchvision(name: str, *, num_classes: int, input_shape: tuple[int, ..
             f"use 'timm:{name}' (in_chans is configurable) or a registry model instead"
         )
     try:
-        return tvm.get_model(name, weights=None, num_classes=num_classes)
+        return tvm.get_model(name, weights=None, num_classes=num_classes, **dict(options or {}))
     except (TypeError, ValueError) as exc:
         raise BenchError(f"could not build '{spec}': {exc}") from exc
