@@ -131,6 +131,12 @@ def _ordered(cells: pd.DataFrame) -> pd.DataFrame:
         ["policy", "unit", "budget_multiple", "_o", "target_sparsity"]).drop(columns="_o")
 
 
+def _budget_labels(cells: pd.DataFrame) -> list[str]:
+    """'equal 4x', 'equal 1x flops': a cell's budget level in a table column."""
+    return [f"{p} {m:g}x" + ("" if u == "epochs" else f" {u}")
+            for p, u, m in zip(cells["policy"], cells["unit"], cells["budget_multiple"], strict=True)]
+
+
 def _plan(rec: pd.Series) -> str:
     if math.isnan(rec["plan_rounds_mean"]):
         return ""
@@ -145,8 +151,7 @@ def cost_table(cells: pd.DataFrame) -> pd.DataFrame:
     (effective FLOPs, their share of the dense FLOPs, latency where measured)."""
     cells = _ordered(cells[cells["n"] > 0])
     out = pd.DataFrame({
-        "budget": [f"{p} {m:g}x" + ("" if u == "epochs" else f" {u}")
-                   for p, u, m in zip(cells["policy"], cells["unit"], cells["budget_multiple"], strict=True)],
+        "budget": _budget_labels(cells),
         "method": cells["method"],
         "target": [pct(t) if t > 0 else "0% (dense)" for t in cells["target_sparsity"]],
         "n": cells["n"].astype(int),
@@ -170,8 +175,7 @@ def sanity_table(cells: pd.DataFrame) -> pd.DataFrame:
     """Achieved vs target sparsity, emptied layers, failures and does-not-fit trials per cell."""
     cells = _ordered(cells)
     return pd.DataFrame({
-        "budget": [f"{p} {m:g}x" + ("" if u == "epochs" else f" {u}")
-                   for p, u, m in zip(cells["policy"], cells["unit"], cells["budget_multiple"], strict=True)],
+        "budget": _budget_labels(cells),
         "method": cells["method"],
         "target": [pct(t) if t > 0 else "0% (dense)" for t in cells["target_sparsity"]],
         "finished": cells["n"].astype(int),

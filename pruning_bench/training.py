@@ -111,7 +111,7 @@ class TrainCallback:
     def on_step_end(self, state: StepState) -> None: ...
 
     def on_epoch_end(self, state: StepState) -> None:
-        """Called after the last step of each epoch of the schedule (``state.epoch`` just finished)."""
+        """Called after each completed pass over the training data (``state.epoch`` just finished)."""
 
 
 @dataclass
@@ -289,8 +289,8 @@ class Trainer:
                     torch.cuda.synchronize(self.device)
                 took = time.perf_counter() - step_start
                 step_seconds = took if step == start_step else 0.8 * step_seconds + 0.2 * took
-            if (step + 1) % stream.steps_per_epoch == 0:
-                state.epoch = (step + 1) // stream.steps_per_epoch
+            if (step + data_offset + 1) % stream.steps_per_epoch == 0:  # a pass over the data ends
+                state.epoch = (step + data_offset + 1) // stream.steps_per_epoch
                 current = float(loss.detach())
                 epoch_losses.append((self.meter.epochs_charged, float(torch.stack(losses[epoch_start:]).mean())))
                 epoch_start = len(losses)
