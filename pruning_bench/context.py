@@ -16,6 +16,7 @@ import copy
 import math
 import os
 import random
+import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -31,9 +32,33 @@ from pruning_bench.data.batches import mix_seed
 from pruning_bench.flops import FlopProfile, profile_flops
 from pruning_bench.masks import MaskSet, global_topk
 from pruning_bench.suite import MIN_ROUND_SHARE, Recipe
-from pruning_bench.training import EvalResult, TrainCallback, Trainer, TrainResult, evaluate, recalibrate_bn
+from pruning_bench.training import (
+    EvalResult,
+    StepState,
+    TrainCallback,
+    Trainer,
+    TrainResult,
+    evaluate,
+    recalibrate_bn,
+)
 
-CALIBRATION_WARMUP, CALIBRATION_STEPS = 3, 10  # seconds unit: untimed, then timed training steps
+CALIBRATION_WARMUP, CALIBRATION_STEPS = 5, 20  # seconds unit: untimed, then timed training steps
+
+
+class _StepTimer(TrainCallback):
+    """Wall-clock of each training step (from the end of one step to the end of the next)."""
+
+    def __init__(self, sync: Callable[[], None]) -> None:
+        self.sync, self.seconds, self._last = sync, [], None
+
+    def on_train_start(self, state: StepState) -> None:
+        self._last = time.perf_counter()
+
+    def on_step_end(self, state: StepState) -> None:
+        self.sync()
+        now = time.perf_counter()
+        self.seconds.append(now - self._last)
+        self._last = now
 
 
 class Context:
@@ -121,6 +146,8 @@ class Context:
         return self._seconds_per_sample
 
     def _calibrate(self) -> tuple[float, float]:
+        """Median seconds per sample of single training steps and forward passes on a copy of the model
+        (after untimed warm-up steps); the median, not the total, so one slow step does not skew it."""
         model = copy.deepcopy(self.model)
         masks = MaskSet(model)
         masks.update(self.masks.masks)
@@ -129,21 +156,19 @@ class Context:
                           device=self.device, flops=lambda: 0.0, seed=self.seed, progress=False)
         data_seed = mix_seed("calibration", self.seed)
         trainer.train(CALIBRATION_WARMUP, data_seed=data_seed)
-        self._sync()
-        start = time.perf_counter()
-        trainer.train(CALIBRATION_STEPS, start_step=CALIBRATION_WARMUP, data_seed=data_seed)
-        self._sync()
-        train = (time.perf_counter() - start) / trainer.samples_between(CALIBRATION_WARMUP,
-                                                                       CALIBRATION_WARMUP + CALIBRATION_STEPS)
+        timer = _StepTimer(self._sync)
+        trainer.train(CALIBRATION_STEPS, start_step=CALIBRATION_WARMUP, data_seed=data_seed, callbacks=[timer])
+        train = statistics.median(timer.seconds) / self.recipe.batch_size
         stream = trainer.stream(data_seed)
-        batches = [stream.batch(s) for s in range(CALIBRATION_STEPS)]
-        start = time.perf_counter()
+        forward = []
         with torch.no_grad():
-            for x, _ in batches:
+            for step in range(CALIBRATION_STEPS):
+                x, _ = stream.batch(step)
+                start = time.perf_counter()
                 model(x)
-        self._sync()
-        forward = (time.perf_counter() - start) / sum(len(y) for _, y in batches)
-        return train, forward
+                self._sync()
+                forward.append((time.perf_counter() - start) / len(x))
+        return train, statistics.median(forward)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
