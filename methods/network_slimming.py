@@ -50,10 +50,18 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from pruning_bench.channel_select import (
+    channel_structure,
+    fewest_to_reach,
+    keep_indices,
+    kept_counts,
+    prune_order,
+    reachable,
+    sparsity_after,
+)
 from pruning_bench.context import Context
-from pruning_bench.errors import BenchError
 from pruning_bench.method import Method
-from pruning_bench.shrink import BATCHNORMS, ChannelGroup, Structure, analyze, shrink, shrunk_weight_counts
+from pruning_bench.shrink import ChannelGroup, shrink
 from pruning_bench.training import StepState, TrainCallback
 
 LAMBDA_PLAIN, LAMBDA_RESIDUAL = 1e-4, 1e-5  # paper §4.3: VGG 1e-4; ResNet-164 / DenseNet-40 1e-5
@@ -95,40 +103,6 @@ class BNL1(TrainCallback):
                 w.grad.add_(torch.sign(w), alpha=self.lam)
 
 
-def prune_order(gammas: dict[str, torch.Tensor], max_layer_prune: float) -> list[tuple[str, int, float]]:
-    """Channels (bn, index, |gamma|) in pruning order: ascending |gamma| globally, skipping those a
-    layer must keep (at least one, and no more than ``max_layer_prune`` of it pruned)."""
-    entries = sorted(((float(v), bn, i) for bn, g in gammas.items() for i, v in enumerate(g.abs().tolist())),
-                     key=lambda e: e[0])
-    limit = {bn: min(len(g) - 1, int(max_layer_prune * len(g))) for bn, g in gammas.items()}
-    pruned = dict.fromkeys(gammas, 0)
-    order = []
-    for value, bn, i in entries:
-        if pruned[bn] < limit[bn]:
-            pruned[bn] += 1
-            order.append((bn, i, value))
-    return order
-
-
-def kept_counts(groups: Sequence[ChannelGroup], order: Sequence[tuple[str, int, float]], k: int) -> dict[str, int]:
-    kept = {g.bn: g.channels for g in groups}
-    for bn, _, _ in order[:k]:
-        kept[bn] -= 1
-    return kept
-
-
-def fewest_to_reach(sparsity_of: Callable[[int], float], n: int, target: float) -> int:
-    """Smallest k in [0, n] with sparsity_of(k) >= target (sparsity_of is non-decreasing)."""
-    lo, hi = 0, n
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if sparsity_of(mid) >= target - 1e-12:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
-
-
 class NetworkSlimming(Method):
     """Network slimming (Liu et al., ICCV 2017): structured, the model is physically shrunk."""
 
@@ -138,9 +112,9 @@ class NetworkSlimming(Method):
 
     def run(self, ctx: Context) -> None:
         p: NetworkSlimmingParams = self.params
-        structure = self._structure(ctx)
+        structure = channel_structure(ctx.model, ctx.data.input_shape, self.name)
         total = ctx.masks.total()
-        sparsity_of = self._sparsity_fn(ctx.model, structure.groups, total)
+        sparsity_of = sparsity_after(ctx.model, structure.groups, total)
         if not p.channel_fraction:
             self._check_reachable(ctx, structure.groups, sparsity_of)
         bns = [ctx.model.get_submodule(n) for n in structure.batchnorms]
@@ -162,26 +136,9 @@ class NetworkSlimming(Method):
             ctx.steps_for_fraction(p.native_finetune, start_step=sparse)
         ctx.train(steps=finetune, data_start=sparse, desc="finetune")  # new batches: the stream continues
 
-    @staticmethod
-    def _structure(ctx: Context) -> Structure:
-        if not any(isinstance(m, BATCHNORMS) for m in ctx.model.modules()):
-            raise BenchError(f"network_slimming needs BatchNorm layers; model {type(ctx.model).__name__} has none")
-        structure = analyze(ctx.model, ctx.data.input_shape)
-        if not structure.groups:
-            raise BenchError(f"network_slimming found no prunable conv -> BN -> conv/linear channel chain in "
-                             f"{type(ctx.model).__name__} (residual streams and grouped convs are not pruned)")
-        return structure
-
-    @staticmethod
-    def _sparsity_fn(model: nn.Module, groups: Sequence[ChannelGroup], total: int) -> Callable[[dict], float]:
-        def sparsity(kept: dict[str, int]) -> float:
-            return 1.0 - sum(shrunk_weight_counts(model, list(groups), kept).values()) / total
-        return sparsity
-
     def _check_reachable(self, ctx: Context, groups: Sequence[ChannelGroup], sparsity_of: Callable) -> None:
         cap = self.params.max_layer_prune
-        most = {g.bn: g.channels - min(g.channels - 1, int(cap * g.channels)) for g in groups}
-        reach = sparsity_of(most)
+        reach = reachable(groups, sparsity_of, cap)
         if reach < ctx.target_sparsity:
             raise RuntimeError(f"network_slimming can reach at most {reach:.4f} parameter sparsity on "
                                f"{type(ctx.model).__name__} (prunable channels only, one kept per layer, "
@@ -199,10 +156,7 @@ class NetworkSlimming(Method):
         else:
             k = fewest_to_reach(lambda j: sparsity_of(kept_counts(groups, order, j)), len(order),
                                 ctx.target_sparsity)
-        pruned = {g.bn: set() for g in groups}
-        for bn, i, _ in order[:k]:
-            pruned[bn].add(i)
-        return {g.bn: torch.tensor([i for i in range(g.channels) if i not in pruned[g.bn]]) for g in groups}
+        return keep_indices(groups, order, k)
 
     @staticmethod
     def _log_channels(ctx: Context, groups: Sequence[ChannelGroup], keep: dict[str, torch.Tensor]) -> None:

@@ -40,7 +40,7 @@ import torch
 
 from pruning_bench.context import Context
 from pruning_bench.layer_densities import keep_counts, layer_densities
-from pruning_bench.masks import MaskSet
+from pruning_bench.masks import random_masks
 from pruning_bench.method import Method
 from pruning_bench.training import StepState, TrainCallback
 
@@ -69,16 +69,6 @@ class RigLParams:
 def drop_fraction(step: int, alpha: float, t_end: int) -> float:
     """Cosine-annealed drop fraction f(t) = alpha/2 (1 + cos(pi t / t_end))."""
     return alpha / 2 * (1 + math.cos(math.pi * min(step, t_end) / t_end))
-
-
-def random_masks(masks: MaskSet, counts: dict[str, int], generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """A random mask per layer keeping exactly ``counts[name]`` weights."""
-    out = {}
-    for name, current in masks.masks.items():
-        flat = torch.zeros(current.numel(), dtype=torch.bool)
-        flat[torch.randperm(current.numel(), generator=generator)[:counts[name]]] = True
-        out[name] = flat.view_as(current)
-    return out
 
 
 @torch.no_grad()

@@ -280,9 +280,15 @@ class Context:
         stream = self.trainer.stream(data_seed, batch_size)
         for i in range(n):
             x, y = stream.batch(start_step + i)
-            flops = len(y) * self.effective_flops() * (1.0 if forward_only else TRAIN_FLOPS_PER_FORWARD)
-            self.budget.charge(len(y), flops, label=label, forward_only=forward_only)
+            self.charge_passes(len(y), label=label, forward_only=forward_only)
             yield x, y
+
+    def charge_passes(self, samples: float, *, label: str, forward_only: bool = False) -> None:
+        """Charge passes a method makes outside the training loop and ``batches`` (SynFlow's data-free
+        input, GraSP's Hessian-gradient product), priced at the current model and mask: a training pass
+        (forward + backward) per sample, or a forward-only pass."""
+        flops = samples * self.effective_flops() * (1.0 if forward_only else TRAIN_FLOPS_PER_FORWARD)
+        self.budget.charge(samples, flops, label=label, forward_only=forward_only)
 
     def recalibration_samples(self, fraction: float = 1.0) -> int:
         """Samples :meth:`recalibrate_bn` passes for ``fraction`` of an epoch (for planning)."""

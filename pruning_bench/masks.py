@@ -162,3 +162,14 @@ def global_topk(scores: Mapping[str, torch.Tensor], keep: int,
         masks[n] = kept[start:start + size].view_as(scores[n])
         start += size
     return masks
+
+
+def random_masks(masks: MaskSet, counts: Mapping[str, int], generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """A uniformly random mask per layer keeping exactly ``counts[name]`` weights (RigL's initial mask,
+    random pruning at initialisation)."""
+    out = {}
+    for name, current in masks.masks.items():
+        flat = torch.zeros(current.numel(), dtype=torch.bool)
+        flat[torch.randperm(current.numel(), generator=generator)[:counts[name]]] = True
+        out[name] = flat.view_as(current)
+    return out

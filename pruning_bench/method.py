@@ -7,7 +7,7 @@ MLflow) it asks of the :class:`~pruning_bench.context.Context`. That keeps every
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -28,13 +28,25 @@ class Method:
     Subclasses set ``name`` (the registry name), ``Params`` (a frozen dataclass whose defaults come from
     the method's paper) and implement :meth:`run`. ``prunes = False`` marks a method that ignores the
     target sparsity (the dense baseline): it gets one trial per seed, at sparsity 0. ``structured = True``
-    marks a method that physically shrinks the model.
+    marks a method that physically shrinks the model; ``granularity`` (``unstructured``,
+    ``semi_structured``, ``structured``) is recorded as a tag the report reads.
     """
 
     name: ClassVar[str] = ""
     Params: ClassVar[type] = NoParams
     prunes: ClassVar[bool] = True
     structured: ClassVar[bool] = False
+    granularity: ClassVar[str] = ""  # "" = "structured" if ``structured`` else "unstructured"
+
+    @classmethod
+    def granularity_of(cls) -> str:
+        return cls.granularity or ("structured" if cls.structured else "unstructured")
+
+    @classmethod
+    def target_sparsities(cls, params: Any, requested: Sequence[float]) -> list[float]:
+        """The target sparsities this method runs at, given the requested ones: all of them; only 0 for a
+        method that does not prune; a method with a fixed sparsity (N:M) returns its own."""
+        return list(requested) if cls.prunes else [0.0]
 
     def __init__(self, params: Any | None = None) -> None:
         self.params = params if params is not None else self.Params()

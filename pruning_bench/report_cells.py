@@ -298,11 +298,15 @@ def _off_target_note(off: pd.DataFrame) -> str:
                                                                        strict=True))
         items.append(f"{row} @ {pct(target)}: seed {seeds}")
     text = f"Achieved sparsity off the target by more than {SPARSITY_TOLERANCE * 100:g} pp: {'; '.join(items)}."
-    structured = sorted(off.loc[off["structured"], "method"].unique())
+    structured = sorted(off.loc[off["granularity"] == "structured", "method"].unique())
     if structured:
         text += (f" {', '.join(structured)} prune(s) whole channels, so the achieved sparsity (counted over all "
                  "conv and linear weights, like every method) can legitimately differ from the target; compare "
                  "them at their achieved sparsity (the plots use it).")
+    patterned = sorted(off.loc[off["granularity"] == "semi_structured", "method"].unique())
+    if patterned:
+        text += (f" {', '.join(patterned)} impose(s) an N:M pattern only on layers whose input size allows it; the "
+                 "others stay dense, so the achieved sparsity is below N:M's own.")
     return text
 
 

@@ -105,6 +105,8 @@ def prepare_runs(runs: pd.DataFrame, metric: str, budget_policy: str | None = No
     runs["outcome"] = col(runs, "tags.outcome", "").astype(str).where(
         col(runs, "tags.outcome", "").astype(str) != "", np.where(finished, "finished", "failed"))
     runs["structured"] = col(runs, "tags.structured", "0").astype(str) == "1"
+    runs["granularity"] = col(runs, "tags.granularity", "").astype(str).where(
+        col(runs, "tags.granularity", "").astype(str) != "", np.where(runs["structured"], "structured", "unstructured"))
     runs["row"], _ = row_labels(runs) if not runs.empty else (pd.Series(dtype=object), [])
     return runs.reset_index(drop=True)
 

@@ -77,8 +77,9 @@ def _fmt_cell(rec: pd.Series, scale: float) -> Cell:
 
 
 def row_order(rows: list[str], references: set[str]) -> list[str]:
-    """Reference rows (dense) first, then methods alphabetically."""
-    return sorted(rows, key=lambda r: (r not in references, not r.startswith("dense"), r))
+    """Reference rows (dense) first, then the random-pruning sanity baseline, then methods alphabetically."""
+    return sorted(rows, key=lambda r: (r not in references, not r.startswith("dense"),
+                                       r.split(" ")[0] != "random", r))
 
 
 def leaderboard_table(cells: pd.DataFrame, metric: str) -> Table:

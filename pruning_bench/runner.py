@@ -32,7 +32,7 @@ from pruning_bench.context import Context
 from pruning_bench.data import load_dataset
 from pruning_bench.errors import BenchError
 from pruning_bench.latency import BATCH_SIZE as LATENCY_BATCH_SIZE
-from pruning_bench.latency import measure_latency
+from pruning_bench.latency import measure_latency, semi_structured_latency
 from pruning_bench.method import Method
 from pruning_bench.models import build_model
 from pruning_bench.tracking import Tracker, flatten, git_commit
@@ -117,7 +117,8 @@ def run_trial(trial: Trial, method_cls: type[Method], *, tracker: Tracker, paren
         "trial_key": trial.key, "method": trial.method, "suite": suite.name, "seed": str(trial.seed),
         "target_sparsity": f"{trial.target_sparsity:g}", "budget_policy": trial.budget_policy,
         "budget_unit": trial.budget_unit, "budget_multiple": f"{trial.budget_multiple:g}",
-        "method_variant": trial.variant, "structured": "1" if method_cls.structured else "0",
+        "method_variant": trial.variant, "structured": "1" if method_cls.granularity_of() == "structured" else "0",
+        "granularity": method_cls.granularity_of(),
         "device": device_name(device), "torch_version": torch.__version__, "git_commit": git_commit(),
         "harness_version": pruning_bench.__version__, "result_version": pruning_bench.RESULT_VERSION,
         "model": suite.model.name, "dataset": suite.dataset.name,
@@ -155,7 +156,7 @@ def _run_in(run_id: str, trial: Trial, method_cls: type[Method], model: torch.nn
     flops_dense = ctx.flop_profile.total
     choose_threads(threads)
     tracker.set_tag(run_id, "device", device_name(device))  # with the thread count actually used
-    if method_cls.structured:  # the unpruned model's latency, next to the shrunk one's latency_ms
+    if method_cls.granularity_of() == "structured":  # the unpruned model's latency, next to the shrunk one's latency_ms
         tracker.log_metrics(run_id, {"latency_dense_ms": measure_latency(ctx.model, data.input_shape, device)})
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -174,6 +175,10 @@ def _run_in(run_id: str, trial: Trial, method_cls: type[Method], model: torch.nn
     metrics = measure(ctx, denominator=denominator, flops_dense=flops_dense)
     metrics["train_seconds"] = train_seconds
     metrics["peak_memory_mb"] = peak_memory_mb(device)
+    if method_cls.granularity_of() == "semi_structured":
+        extra, note = semi_structured_measurement(ctx)
+        metrics.update(extra)
+        tracker.set_tag(run_id, "latency_note", note)
     tracker.log_metrics(run_id, metrics)
     with tempfile.TemporaryDirectory() as tmp:
         table = Path(tmp) / "layer_sparsity.csv"
@@ -208,6 +213,12 @@ def measure(ctx: Context, *, denominator: int, flops_dense: float) -> dict[str, 
     metrics["latency_ms"] = measure_latency(ctx.model, ctx.data.input_shape, ctx.device)
     metrics["latency_batch_size"] = LATENCY_BATCH_SIZE
     return metrics
+
+
+def semi_structured_measurement(ctx: Context) -> tuple[dict[str, float], str]:
+    """N:M methods: the latency with sparse tensor-core kernels where the device has them, else a note."""
+    ms, note = semi_structured_latency(ctx.model, ctx.data.input_shape, ctx.device)
+    return ({"latency_semi_structured_ms": ms} if ms is not None else {}), note
 
 
 def budget_metrics(meter: BudgetMeter) -> dict[str, float]:

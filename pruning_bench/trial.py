@@ -97,7 +97,8 @@ def build_plan(suite: Suite, methods: Sequence[type[Method] | MethodSpec], spars
                seeds: Sequence[int], budget_policy: str, *, multiples: Sequence[float] | None = None,
                unit: str | None = None, params: dict[str, Any] | None = None) -> list[Trial]:
     """Every (method, budget multiple, sparsity, seed) trial, in a stable order. A method that does not
-    prune (the dense baseline) gets one trial per seed and multiple at sparsity 0. ``params`` maps a
+    prune (the dense baseline) gets one trial per seed and multiple at sparsity 0, one with a fixed
+    sparsity (N:M) at its own (``Method.target_sparsities``). ``params`` maps a
     method name to a ready Params instance (tests); otherwise the suite's ``[method_params]``."""
     params = params or {}
     unit = unit or suite.budget.unit
@@ -107,7 +108,7 @@ def build_plan(suite: Suite, methods: Sequence[type[Method] | MethodSpec], spars
             spec = entry if isinstance(entry, MethodSpec) else MethodSpec(entry)
             p = params.get(spec.cls.name) if not spec.overrides else None
             p = p or spec.params(suite)
-            for sparsity in (sparsities if spec.cls.prunes else [0.0]):
+            for sparsity in spec.cls.target_sparsities(p, sparsities):
                 for seed in seeds:
                     trials.append(Trial(suite, spec.cls.name, p, float(sparsity), int(seed), budget_policy,
                                         unit, float(multiple)))

@@ -6,9 +6,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 from conftest import make_context
-from pruning_bench.methods.network_slimming import BNL1, NetworkSlimming, NetworkSlimmingParams, prune_order
+from pruning_bench.methods.network_slimming import BNL1, NetworkSlimming, NetworkSlimmingParams
 from torch import nn
 
+from pruning_bench.channel_select import prune_order
 from pruning_bench.cli import main
 from pruning_bench.errors import BenchError
 from pruning_bench.flops import profile_flops

@@ -1,0 +1,122 @@
+"""N:M sparsity and Taylor channel pruning: the N:M pattern in every group, the fixed target, FO-BN
+importance by its formula, and the iterative, physically shrunk Taylor run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import make_context
+from pruning_bench.methods.dense import Dense
+from pruning_bench.methods.nm_sparsity import NMParams, NMSparsity, nm_mask, supports_nm
+from pruning_bench.methods.taylor_channels import TaylorChannels, TaylorImportance, TaylorParams
+from torch import nn
+
+from pruning_bench.shrink import analyze
+from pruning_bench.suite import load_suite
+from pruning_bench.trial import build_plan
+
+
+def groups_of(weight: torch.Tensor, m: int) -> torch.Tensor:
+    """Every run of m consecutive weights along the input dimension, as rows."""
+    return weight.movedim(1, -1).reshape(-1, m)
+
+
+def test_nm_mask_keeps_the_n_largest_of_every_group_along_the_input_dimension():
+    torch.manual_seed(0)
+    w = torch.randn(3, 8, 2)  # a conv weight (out, in, k): groups run over the 8 input channels
+    mask = nm_mask(w, 2, 4)
+    assert mask.shape == w.shape
+    for group, keep in zip(groups_of(w, 4), groups_of(mask, 4), strict=True):
+        assert int(keep.sum()) == 2
+        assert group.abs()[keep].min() >= group.abs()[~keep].max()
+    assert supports_nm(torch.zeros(4, 8), 4) and not supports_nm(torch.zeros(4, 6), 4)
+
+
+@pytest.mark.parametrize("schedule", ["oneshot", "gradual"])
+def test_nm_run_leaves_at_most_n_nonzeros_in_every_group(schedule):
+    ctx = make_context(epochs=1, sparsity=0.5)
+    NMSparsity(NMParams(schedule=schedule, gradual_begin=0.1, gradual_end=0.5)).run(ctx)
+    carried = 0
+    for name, w in ctx.masks.params.items():
+        if supports_nm(w, 4):
+            carried += 1
+            assert (groups_of(w.detach(), 4) != 0).sum(1).max() <= 2, name
+            assert (groups_of(ctx.masks.masks[name], 4).sum(1) == 2).all(), name
+        else:
+            assert bool(ctx.masks.masks[name].all()), name  # cannot carry the pattern: dense
+    assert carried >= 2 and ctx.masks.leaked() == []
+    assert dict((k, v) for k, v, _ in ctx.logged)["nm_dense_layers"] == len(ctx.masks.params) - carried
+
+
+def test_nm_runs_at_its_own_sparsity_whatever_is_requested():
+    suite = load_suite("smoke")
+    plan = build_plan(suite, [NMSparsity], [0.8, 0.9], [0, 1], "equal")
+    assert {t.target_sparsity for t in plan} == {0.5} and len(plan) == 2
+    one_in_eight = build_plan(suite, [NMSparsity], [0.9], [0], "equal",
+                              params={"nm_sparsity": NMParams(n=1, m=8)})
+    assert [t.target_sparsity for t in one_in_eight] == [0.875]
+    assert NMSparsity.granularity_of() == "semi_structured"
+
+
+def test_taylor_importance_is_the_fo_bn_formula():
+    ctx = make_context(epochs=1, sparsity=0.5, policy="native")
+    Dense().run(ctx)  # a trained net, non-trivial gradients
+    groups = analyze(ctx.model, ctx.data.input_shape).groups
+    x, y = next(iter(ctx.batches(1, label="probe")))
+    reference = {}
+    model = ctx.model
+    model.train()
+    model.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    for g in groups:
+        bn = model.get_submodule(g.bn)
+        reference[g.bn] = ((bn.weight * bn.weight.grad + bn.bias * bn.bias.grad) ** 2).detach()
+    taylor = TaylorImportance(model, groups)
+    taylor.after_backward(None)
+    taylor.after_backward(None)  # the mean over minibatches of the same batch is that batch's value
+    for name, value in taylor.importance().items():
+        torch.testing.assert_close(value, reference[name])
+
+
+def test_taylor_prunes_iteratively_shrinks_and_respects_the_cap():
+    ctx = make_context(epochs=3, sparsity=0.5)
+    total = ctx.masks.total()
+    original = {g.bn: g.channels for g in analyze(ctx.model, ctx.data.input_shape).groups}
+    TaylorChannels(TaylorParams(prune_steps=4)).run(ctx)
+    assert ctx.masks.total() < total  # physically smaller
+    assert 1 - ctx.masks.total() / total >= 0.5  # the parameter sparsity reached the target
+    steps = [(s, v) for k, v, s in ctx.logged if k == "taylor_sparsity"]
+    assert [s for s, _ in steps] == [1, 2, 3, 4]
+    assert all(a <= b for (_, a), (_, b) in zip(steps, steps[1:], strict=False))  # iterative, growing
+    assert steps[0][1] >= 0.5 / 4 - 1e-9 and steps[0][1] < 0.5
+    for g in analyze(ctx.model, ctx.data.input_shape).groups:  # at most 80% of a layer removed
+        assert g.channels >= original[g.bn] - int(0.8 * original[g.bn])
+    assert ctx.budget.used_samples <= ctx.budget.total_samples
+    assert ctx.budget.total_samples - ctx.budget.used_samples < ctx.recipe.batch_size
+    assert isinstance(ctx.model, nn.Module) and TaylorChannels.granularity_of() == "structured"
+
+
+def test_new_methods_run_end_to_end_with_their_granularity_tags(tmp_path):
+    from click.testing import CliRunner
+
+    from pruning_bench.cli import main
+    from pruning_bench.report import load_runs
+
+    result = CliRunner().invoke(main, ["run", "--suite", "smoke", "--methods",
+                                       "random,synflow,grasp,nm_sparsity,taylor_channels", "--sparsities", "0.6",
+                                       "--epochs", "2", "--results-dir", str(tmp_path), "--no-progress"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    runs = load_runs(f"sqlite:///{tmp_path}/mlflow.db", "smoke").set_index("tags.method")
+    assert sorted(runs.index) == ["grasp", "nm_sparsity", "random", "synflow", "taylor_channels"]
+    assert runs.loc["nm_sparsity", "tags.target_sparsity"] == "0.5"  # 2:4's own sparsity, not the 0.6 asked
+    assert runs.loc["nm_sparsity", "tags.granularity"] == "semi_structured"
+    assert "need a CUDA GPU" in runs.loc["nm_sparsity", "tags.latency_note"]
+    assert runs.loc["taylor_channels", "tags.granularity"] == "structured"
+    assert runs.loc["taylor_channels", "metrics.latency_dense_ms"] > 0
+    for method in ("random", "synflow", "grasp"):
+        assert runs.loc[method, "tags.granularity"] == "unstructured"
+        assert abs(runs.loc[method, "metrics.sparsity"] - 0.6) < 2e-3
+    report = CliRunner().invoke(main, ["report", "--suite", "smoke", "--results-dir", str(tmp_path), "--no-log"])
+    assert report.exit_code == 0 and "nm_sparsity" in report.output
