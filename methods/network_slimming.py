@@ -55,8 +55,9 @@ from pruning_bench.channel_select import (
     fewest_to_reach,
     keep_indices,
     kept_counts,
+    log_channels_kept,
     prune_order,
-    reachable,
+    require_reachable,
     sparsity_after,
 )
 from pruning_bench.context import Context
@@ -116,7 +117,8 @@ class NetworkSlimming(Method):
         total = ctx.masks.total()
         sparsity_of = sparsity_after(ctx.model, structure.groups, total)
         if not p.channel_fraction:
-            self._check_reachable(ctx, structure.groups, sparsity_of)
+            require_reachable(self.name, ctx.model, structure.groups, sparsity_of, p.max_layer_prune,
+                              ctx.target_sparsity)
         bns = [ctx.model.get_submodule(n) for n in structure.batchnorms]
         with torch.no_grad():
             for bn in bns:
@@ -130,19 +132,12 @@ class NetworkSlimming(Method):
 
         keep = self._select(ctx, structure.groups, sparsity_of)
         ctx.replace_model(shrink(ctx.model, structure.groups, keep))
-        self._log_channels(ctx, structure.groups, keep)
+        log_channels_kept(ctx.log, {g.bn: len(keep[g.bn]) for g in structure.groups},
+                          {g.bn: g.channels for g in structure.groups})
         ctx.log("pruned_val_acc", ctx.evaluate("val").acc)
         finetune = ctx.remaining_steps(start_step=sparse) if equal else \
             ctx.steps_for_fraction(p.native_finetune, start_step=sparse)
         ctx.train(steps=finetune, data_start=sparse, desc="finetune")  # new batches: the stream continues
-
-    def _check_reachable(self, ctx: Context, groups: Sequence[ChannelGroup], sparsity_of: Callable) -> None:
-        cap = self.params.max_layer_prune
-        reach = reachable(groups, sparsity_of, cap)
-        if reach < ctx.target_sparsity:
-            raise RuntimeError(f"network_slimming can reach at most {reach:.4f} parameter sparsity on "
-                               f"{type(ctx.model).__name__} (prunable channels only, one kept per layer, "
-                               f"max_layer_prune={cap}); target {ctx.target_sparsity:g} is out of reach")
 
     def _select(self, ctx: Context, groups: Sequence[ChannelGroup],
                 sparsity_of: Callable[[dict], float]) -> dict[str, torch.Tensor]:
@@ -157,10 +152,3 @@ class NetworkSlimming(Method):
             k = fewest_to_reach(lambda j: sparsity_of(kept_counts(groups, order, j)), len(order),
                                 ctx.target_sparsity)
         return keep_indices(groups, order, k)
-
-    @staticmethod
-    def _log_channels(ctx: Context, groups: Sequence[ChannelGroup], keep: dict[str, torch.Tensor]) -> None:
-        for g in groups:
-            ctx.log(f"channels_kept.{g.bn}", len(keep[g.bn]))
-        ctx.log("channels_kept_fraction", sum(len(v) for v in keep.values()) / sum(g.channels for g in groups))
-        ctx.log("min_channels_kept_fraction", min(len(keep[g.bn]) / g.channels for g in groups))

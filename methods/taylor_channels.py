@@ -37,12 +37,12 @@ from pruning_bench.channel_select import (
     fewest_to_reach,
     keep_indices,
     kept_counts,
+    log_channels_kept,
     prune_order,
-    reachable,
+    require_reachable,
     sparsity_after,
 )
 from pruning_bench.context import Context
-from pruning_bench.errors import BenchError
 from pruning_bench.method import Method
 from pruning_bench.shrink import ChannelGroup, shrink
 from pruning_bench.training import StepState, TrainCallback
@@ -96,11 +96,8 @@ class TaylorChannels(Method):
         structure = channel_structure(ctx.model, ctx.data.input_shape, self.name)
         total = ctx.masks.total()
         original = {g.bn: g.channels for g in structure.groups}
-        reach = reachable(structure.groups, sparsity_after(ctx.model, structure.groups, total), p.max_layer_prune)
-        if reach < ctx.target_sparsity:
-            raise BenchError(f"taylor_channels can reach at most {reach:.4f} parameter sparsity on "
-                             f"{type(ctx.model).__name__} (max_layer_prune={p.max_layer_prune}); target "
-                             f"{ctx.target_sparsity:g} is out of reach")
+        require_reachable(self.name, ctx.model, structure.groups, sparsity_after(ctx.model, structure.groups, total),
+                          p.max_layer_prune, ctx.target_sparsity)
         data = ctx.steps_for_fraction(p.train_fraction)
         ctx.train(steps=data, desc="dense")
         ctx.log("dense_val_acc", ctx.evaluate("val").acc)
@@ -118,10 +115,7 @@ class TaylorChannels(Method):
             ctx.replace_model(shrink(ctx.model, groups, keep))
             ctx.log("taylor_sparsity", 1 - ctx.masks.total() / total, step=i)
         final = channel_structure(ctx.model, ctx.data.input_shape, self.name).groups
-        for g in final:
-            ctx.log(f"channels_kept.{g.bn}", g.channels)
-        ctx.log("channels_kept_fraction", sum(g.channels for g in final) / sum(original.values()))
-        ctx.log("min_channels_kept_fraction", min(g.channels / original[g.bn] for g in final))
+        log_channels_kept(ctx.log, {g.bn: g.channels for g in final}, original)
         ctx.log("pruned_val_acc", ctx.evaluate("val").acc)
         steps = ctx.remaining_steps(start_step=data)
         ctx.train(steps=steps, start_step=position, schedule_steps=max(schedule, position + steps), data_start=data,

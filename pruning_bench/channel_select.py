@@ -94,3 +94,22 @@ def reachable(groups: Sequence[ChannelGroup], sparsity_of: Callable[[dict], floa
     """The highest parameter sparsity the cap allows."""
     original = original or {g.bn: g.channels for g in groups}
     return sparsity_of({g.bn: channel_floor(original[g.bn], max_layer_prune) for g in groups})
+
+
+def require_reachable(method: str, model: nn.Module, groups: Sequence[ChannelGroup],
+                      sparsity_of: Callable[[dict], float], max_layer_prune: float, target: float) -> None:
+    """A one-line BenchError, before any training, when the cap keeps ``target`` out of reach."""
+    reach = reachable(groups, sparsity_of, max_layer_prune)
+    if reach < target:
+        raise BenchError(f"{method} can reach at most {reach:.4f} parameter sparsity on {type(model).__name__} "
+                         f"(prunable channels only, at least one kept per layer, max_layer_prune="
+                         f"{max_layer_prune}); target {target:g} is out of reach")
+
+
+def log_channels_kept(log: Callable[[str, float], None], kept: Mapping[str, int],
+                      original: Mapping[str, int]) -> None:
+    """Log each layer's kept channels, the kept share of all channels and the thinnest layer's share."""
+    for bn, n in kept.items():
+        log(f"channels_kept.{bn}", n)
+    log("channels_kept_fraction", sum(kept.values()) / sum(original[bn] for bn in kept))
+    log("min_channels_kept_fraction", min(n / original[bn] for bn, n in kept.items()))

@@ -114,7 +114,7 @@ def test_model_without_batchnorm_is_a_clear_error():
 def test_unreachable_target_fails_before_training():
     # with at most half of each layer pruned, smoke_cnn keeps 12 + 96 + 32 of 472 weights: 70% at most
     ctx = make_context(sparsity=0.9)
-    with pytest.raises(RuntimeError, match="at most 0.70"):
+    with pytest.raises(BenchError, match="at most 0.70"):
         NetworkSlimming(NetworkSlimmingParams(max_layer_prune=0.5)).run(ctx)
     assert ctx.budget.used_samples == 0
 

@@ -12,6 +12,7 @@ from pruning_bench.methods.nm_sparsity import NMParams, NMSparsity, nm_mask, sup
 from pruning_bench.methods.taylor_channels import TaylorChannels, TaylorImportance, TaylorParams
 from torch import nn
 
+from pruning_bench.errors import BenchError
 from pruning_bench.shrink import analyze
 from pruning_bench.suite import load_suite
 from pruning_bench.trial import build_plan
@@ -95,6 +96,14 @@ def test_taylor_prunes_iteratively_shrinks_and_respects_the_cap():
     assert ctx.budget.used_samples <= ctx.budget.total_samples
     assert ctx.budget.total_samples - ctx.budget.used_samples < ctx.recipe.batch_size
     assert isinstance(ctx.model, nn.Module) and TaylorChannels.granularity_of() == "structured"
+
+
+def test_taylor_unreachable_target_fails_before_training():
+    # the same bound as slimming's: at most half of each smoke_cnn layer pruned leaves 70% sparsity at most
+    ctx = make_context(sparsity=0.9)
+    with pytest.raises(BenchError, match="taylor_channels can reach at most 0.70"):
+        TaylorChannels(TaylorParams(max_layer_prune=0.5)).run(ctx)
+    assert ctx.budget.used_samples == 0
 
 
 def test_new_methods_run_end_to_end_with_their_granularity_tags(tmp_path):
