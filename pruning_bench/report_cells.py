@@ -26,8 +26,9 @@ from pruning_bench.report_data import (
     row_labels,
     values,
 )
-from pruning_bench.report_stats import ceil_2sig, higher_is_better, rank_column, summarize
+from pruning_bench.report_stats import ALPHA, ceil_2sig, higher_is_better, rank_column, summarize, welch_p
 
+RANDOM_BASELINE = "random"  # the sanity baseline's method name (methods/random_pruning.py)
 SPARSITY_TOLERANCE = 0.005  # achieved vs target sparsity: flag trials off by more than 0.5 percentage points
 UNSPENT_TOLERANCE = 0.01    # equal budgets: flag cells that left more than a round (at least 1%) unspent
 LEVEL = ["policy", "unit", "multiple"]
@@ -78,7 +79,8 @@ def cell_table(finished: pd.DataFrame, failed: pd.DataFrame, metric: str) -> pd.
         rec["devices"] = ", ".join(values(done, "tags.device"))
         records.append(rec)
     table = pd.DataFrame.from_records(records)
-    return _mark_best(table, finished, higher_is_better(metric))
+    higher = higher_is_better(metric)
+    return _mark_vs_random(_mark_best(table, finished, higher), finished, higher)
 
 
 def _select(frame: pd.DataFrame, where: dict) -> pd.DataFrame:
@@ -115,6 +117,34 @@ def _mark_best(table: pd.DataFrame, finished: pd.DataFrame, higher: bool) -> pd.
     return table
 
 
+def _mark_vs_random(table: pd.DataFrame, finished: pd.DataFrame, higher: bool) -> pd.DataFrame:
+    """Per budget level and target sparsity, each pruned row against the random-pruning baseline of the
+    same cell (the row of method ``random`` with the default parameters, i.e. the shortest such label):
+    ``vs_random`` is ``above``, ``below`` (Welch p < ALPHA) or ``tied``; empty where there is no baseline,
+    fewer than two seeds on either side, or the row missed its target sparsity (N:M's fixed 50%)."""
+    table["vs_random"] = ""
+    if table.empty:
+        return table
+    done = finished[finished["outcome"] != "does_not_fit"]
+    for (policy, unit, multiple, target), group in table[table["target_sparsity"] > 0].groupby(
+            ["policy", "unit", "budget_multiple", "target_sparsity"]):
+        baselines = sorted(group.loc[group["base_method"] == RANDOM_BASELINE, "method"], key=len)
+        if not baselines:
+            continue
+        level = _select(done, {"policy": policy, "unit": unit, "multiple": multiple, "target": target})
+        reference = level[level["row"] == baselines[0]]["value"].dropna().tolist()
+        for idx, rec in group.iterrows():
+            if rec["base_method"] == RANDOM_BASELINE or rec["n"] < 2 or rec["off_target"]:
+                continue
+            mine = level[level["row"] == rec["method"]]["value"].dropna().tolist()
+            p = welch_p(mine, reference)
+            if math.isnan(p):
+                continue
+            better = (np.mean(mine) > np.mean(reference)) == higher
+            table.loc[idx, "vs_random"] = "tied" if p >= ALPHA else "above" if better else "below"
+    return table
+
+
 def levels(cells: pd.DataFrame) -> list[tuple[str, str, float]]:
     """The budget levels present, in reading order (policy, unit, multiple)."""
     keys = {(p, u, m) for p, u, m in zip(cells["policy"], cells["unit"], cells["budget_multiple"], strict=True)}
@@ -144,7 +174,7 @@ class Report:
     def tidy_csv(self) -> pd.DataFrame:
         columns = ["method", "base_method", "policy", "unit", "budget_multiple", "target_sparsity", "metric",
                    "mean", "std", "n", "ci_low", "ci_high", "best", "tied_with_best", "p_vs_best", "seeds",
-                   "n_failed", "n_does_not_fit", "min_budget_epochs", "min_budget_multiple", "structured"]
+                   "vs_random", "n_failed", "n_does_not_fit", "min_budget_epochs", "min_budget_multiple", "structured"]
         columns += [f"{m}_mean" for m in COST_METRICS] + ["off_target", "emptied_layer_trials"]
         return self.cells.sort_values(["policy", "unit", "budget_multiple", "target_sparsity", "method"])[
             columns].reset_index(drop=True)
@@ -260,6 +290,14 @@ def _notes(cells: pd.DataFrame, finished: pd.DataFrame, superseded: int, unfinis
         out.append("Cells reading 'needs >= N x' are trials whose method's own schedule (its rounds, each at least "
                    "the suite's min_round_epochs long, and particles) does not fit that budget; they were "
                    f"recorded, not run as something else. Smallest budget that fits: {items}.")
+    marked = cells[cells["vs_random"].isin(["tied", "below"])]
+    if len(marked):
+        items = "; ".join(f"{m} @ {pct(t)} {x:g}x: {'indistinguishable from' if v == 'tied' else 'below'} random"
+                          for m, t, x, v in zip(marked["method"], marked["target_sparsity"],
+                                                marked["budget_multiple"], marked["vs_random"], strict=True))
+        out.append(f"Cells marked '≈ random' or '< random' do not beat the random-pruning baseline (the plain "
+                   f"'{RANDOM_BASELINE}' row) at the same sparsity and budget (Welch p >= {ALPHA:g}, or "
+                   f"significantly lower): {items}.")
     ran = finished[finished["outcome"] != "does_not_fit"]
     off = ran[(ran["target"] > 0) & ((col(ran, "metrics.sparsity") - ran["target"]).abs() > SPARSITY_TOLERANCE)]
     if len(off):

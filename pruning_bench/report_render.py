@@ -73,7 +73,8 @@ def _fmt_cell(rec: pd.Series, scale: float) -> Cell:
     if rec["n_does_not_fit"]:
         extra.append(f"{int(rec['n_does_not_fit'])} did not fit")
     kind = "best" if rec["best"] else "tied" if rec["tied_with_best"] else "normal"
-    return Cell(f"{text} ({'; '.join([str(int(rec['n'])), *extra])})", kind)
+    versus = {"tied": " ≈ random", "below": " < random"}.get(rec.get("vs_random", ""), "")
+    return Cell(f"{text} ({'; '.join([str(int(rec['n'])), *extra])}){versus}", kind)
 
 
 def row_order(rows: list[str], references: set[str]) -> list[str]:

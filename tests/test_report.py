@@ -293,3 +293,41 @@ def test_cost_table_shows_the_plan_and_curves_are_drawn_per_sparsity(ladder):
     assert "## Compute-matched curves" in text and "test_acc_vs_budget_equal_epochs_0800.png" in text
     assert (out / "test_acc_vs_budget_equal_epochs_0800.png").stat().st_size > 10_000
     assert "Smallest budget that fits: imp" in text
+
+
+def synthetic_runs(cells: dict[tuple[str, float], list[float]], achieved: dict[str, float] | None = None):
+    """MLflow-shaped finished runs: one per (method, target) value, seeds 0.., sparsity = target unless
+    ``achieved`` fixes a method's."""
+    rows = []
+    for (method, target), accs in cells.items():
+        for seed, acc in enumerate(accs):
+            rows.append({"status": "FINISHED", "tags.trial_key": f"{method}-{target}-{seed}", "tags.method": method,
+                         "tags.target_sparsity": str(target), "tags.seed": str(seed), "metrics.test_acc": acc,
+                         "metrics.sparsity": (achieved or {}).get(method, target), "start_time": seed})
+    return pd.DataFrame(rows)
+
+
+def test_methods_are_marked_against_the_random_baseline_of_their_cell():
+    random = [0.80, 0.81, 0.82]
+    runs = synthetic_runs({("dense", 0.0): [0.95, 0.96, 0.97], ("random", 0.9): random,
+                           ("good", 0.9): [0.90, 0.91, 0.92],      # clearly above random
+                           ("same", 0.9): [0.805, 0.815, 0.80],     # indistinguishable (Welch p >= 0.05)
+                           ("bad", 0.9): [0.60, 0.61, 0.62],        # clearly below
+                           ("nm", 0.9): [0.50, 0.51, 0.52]},        # missed its target: never compared
+                          achieved={"nm": 0.5})
+    report = build_report(runs, "synthetic")
+    marks = report.cells.set_index("method")["vs_random"].to_dict()
+    assert stats.ttest_ind([0.805, 0.815, 0.80], random, equal_var=False).pvalue >= 0.05
+    assert marks == {"dense": "", "random": "", "good": "above", "same": "tied", "bad": "below", "nm": ""}
+    lines = [line for line in leaderboards_markdown(report).splitlines() if line.startswith("|")]
+    rows = {cells[0]: cells[1] for cells in ([c.strip() for c in line.strip("|").split("|")] for line in lines)}
+    assert rows["same"].endswith("(3) ≈ random") and rows["bad"].endswith("(3) < random")
+    assert "random" not in rows["good"] and "random" not in rows["nm"]
+    note = [n for n in report.notes if "random-pruning baseline" in n][0]
+    assert "same @ 90% 1x: indistinguishable from random" in note and "bad @ 90% 1x: below random" in note
+
+
+def test_no_random_row_means_no_marks():
+    report = build_report(synthetic_runs({("good", 0.9): [0.9, 0.91], ("bad", 0.9): [0.6, 0.61]}), "synthetic")
+    assert (report.cells["vs_random"] == "").all()
+    assert not any("random-pruning baseline" in n for n in report.notes)
