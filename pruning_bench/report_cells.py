@@ -295,9 +295,9 @@ def _notes(cells: pd.DataFrame, finished: pd.DataFrame, superseded: int, unfinis
         items = "; ".join(f"{m} @ {pct(t)} {x:g}x: {'indistinguishable from' if v == 'tied' else 'below'} random"
                           for m, t, x, v in zip(marked["method"], marked["target_sparsity"],
                                                 marked["budget_multiple"], marked["vs_random"], strict=True))
-        out.append(f"Cells marked '≈ random' or '< random' do not beat the random-pruning baseline (the plain "
-                   f"'{RANDOM_BASELINE}' row) at the same sparsity and budget (Welch p >= {ALPHA:g}, or "
-                   f"significantly lower): {items}.")
+        out.append(f"Cells marked 'n.s. vs random' (Welch p >= {ALPHA:g}) or '< random' (significantly lower) do "
+                   f"not beat the random-pruning baseline (the plain '{RANDOM_BASELINE}' row) at the same sparsity "
+                   f"and budget: {items}.")
     ran = finished[finished["outcome"] != "does_not_fit"]
     off = ran[(ran["target"] > 0) & ((col(ran, "metrics.sparsity") - ran["target"]).abs() > SPARSITY_TOLERANCE)]
     if len(off):

@@ -61,6 +61,9 @@ class Document:
 
 # ------------------------------------------------------------------------------------------- cells
 
+VERSUS_RANDOM = {"tied": "n.s. vs random", "below": "< random"}  # cells that do not beat the random baseline
+
+
 def _fmt_cell(rec: pd.Series, scale: float) -> Cell:
     if rec["n"] == 0:
         if rec["n_does_not_fit"]:
@@ -72,9 +75,11 @@ def _fmt_cell(rec: pd.Series, scale: float) -> Cell:
     extra = [f"{int(rec['n_failed_unrecovered'])} failed"] if rec["n_failed_unrecovered"] else []
     if rec["n_does_not_fit"]:
         extra.append(f"{int(rec['n_does_not_fit'])} did not fit")
+    versus = VERSUS_RANDOM.get(rec.get("vs_random", ""))
+    if versus:
+        extra.append(versus)
     kind = "best" if rec["best"] else "tied" if rec["tied_with_best"] else "normal"
-    versus = {"tied": " ≈ random", "below": " < random"}.get(rec.get("vs_random", ""), "")
-    return Cell(f"{text} ({'; '.join([str(int(rec['n'])), *extra])}){versus}", kind)
+    return Cell(f"{text} ({'; '.join([str(int(rec['n'])), *extra])})", kind)
 
 
 def row_order(rows: list[str], references: set[str]) -> list[str]:

@@ -321,7 +321,7 @@ def test_methods_are_marked_against_the_random_baseline_of_their_cell():
     assert marks == {"dense": "", "random": "", "good": "above", "same": "tied", "bad": "below", "nm": ""}
     lines = [line for line in leaderboards_markdown(report).splitlines() if line.startswith("|")]
     rows = {cells[0]: cells[1] for cells in ([c.strip() for c in line.strip("|").split("|")] for line in lines)}
-    assert rows["same"].endswith("(3) ≈ random") and rows["bad"].endswith("(3) < random")
+    assert rows["same"].endswith("(3; n.s. vs random)") and rows["bad"].endswith("(3; < random)")
     assert "random" not in rows["good"] and "random" not in rows["nm"]
     note = [n for n in report.notes if "random-pruning baseline" in n][0]
     assert "same @ 90% 1x: indistinguishable from random" in note and "bad @ 90% 1x: below random" in note
