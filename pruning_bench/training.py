@@ -12,7 +12,10 @@ Each step is charged to the budget meter before it runs: its samples, and its FL
 forward per sample, or 2 x the masked forward + the dense forward on a step where a callback declares
 it uses the dense gradient (:meth:`TrainCallback.dense_gradient`; RigL App. H). Under ``equal`` in the
 ``flops`` and ``seconds`` units a run ends at the first step that would pass the limit
-(``TrainResult.stopped_at_limit``).
+(``TrainResult.stopped_at_limit``). In ``seconds`` a run planned from the calibrated step time re-plans
+its length after its first tenth (at least 10 steps) and again at half, each time from its own steps
+measured since the last re-plan, so that it spends the seconds it was planned to take; a schedule that
+ends with the run is stretched or shortened with it.
 
 The schedule position (``start_step`` of a ``schedule_steps`` run) and the data position
 (``data_start``) are separate: a fine-tune that restarts its learning-rate schedule continues the data
@@ -39,6 +42,7 @@ from pruning_bench.masks import MaskSet
 from pruning_bench.suite import Recipe
 
 HEARTBEAT_SECONDS = 30.0  # without a terminal, a progress line at most this often (long GPU trials)
+REFIT_SHARES, REFIT_MIN_STEPS = (0.1, 0.5), 10  # seconds unit: a run re-plans its length at these shares
 
 
 def uses_channels_last(device: torch.device, input_shape: tuple[int, ...]) -> bool:
@@ -137,6 +141,14 @@ class EvalResult:
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:
     return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                            nesterov=recipe.nesterov and recipe.momentum > 0, weight_decay=recipe.weight_decay)
+
+
+def _refit_steps(steps: int) -> list[int]:
+    """Seconds unit: after which steps a run re-plans its length from its own measured step time (the
+    calibration's estimate can be off by tens of percent for millisecond steps): early, then again from
+    the steady steps since, each time from the steps of the latest segment only."""
+    points = sorted({max(REFIT_MIN_STEPS, math.ceil(share * steps)) for share in REFIT_SHARES})
+    return [p for p in points if p < steps]
 
 
 class Trainer:
@@ -241,10 +253,26 @@ class Trainer:
         epoch_start = 0  # index into losses where the current epoch began
         data_offset = (start_step if data_start is None else data_start) - start_step
         step_seconds = self.seconds_per_sample * self.recipe.batch_size  # the seconds unit's estimate
+        refits = _refit_steps(steps) if self.meter.stops_at_limit and self.meter.unit == "seconds" and \
+            step_seconds > 0 else []
+        allotment, clock_start = steps * step_seconds, self.meter.seconds()  # seconds this run was planned to take
+        segment = (0, clock_start)  # (steps done, clock) where the current measuring segment began
+        own_schedule = scheduler is None and (schedule_steps is None or schedule_steps == start_step + steps)
         stopped = False
         t0 = last_note = time.perf_counter()
         bar = tqdm(total=steps, desc=desc, leave=False, disable=None if self.progress else True, unit="step")
-        for step in range(start_step, start_step + steps):
+        step = start_step
+        while step < start_step + steps:
+            done = step - start_step
+            if refits and done == refits[0]:  # seconds unit: re-plan the run from its own measured steps
+                refits.pop(0)
+                now = self.meter.seconds()
+                per_step = (now - segment[1]) / max(done - segment[0], 1)
+                steps = done + max(0, math.floor((allotment - (now - clock_start)) / max(per_step, 1e-9)))
+                segment, bar.total = (done, now), steps
+                refits = [r for r in refits if r < steps]
+                if own_schedule:
+                    schedule = self.schedule(start_step + steps)
             state.step = step
             if masks.version != flops_version:
                 flops_version, fwd_flops = masks.version, self.forward_flops()
@@ -305,6 +333,7 @@ class Trainer:
                 for cb in callbacks:
                     cb.on_epoch_end(state)
             bar.update()
+            step += 1
         bar.close()
         if len(losses) > epoch_start:  # the run ended inside an epoch: its last point covers that part
             epoch_losses.append((self.meter.epochs_charged, float(torch.stack(losses[epoch_start:]).mean())))

@@ -111,6 +111,29 @@ def test_seconds_unit_stops_within_ten_percent_of_its_limit():
     assert ctx.budget.budget_epochs > 1  # the budget, measured in epochs of this model on this machine
 
 
+class LastLearningRate(TrainCallback):
+    def on_step_end(self, state: StepState) -> None:
+        self.lr = state.optimizer.param_groups[0]["lr"]
+
+
+def test_seconds_unit_replans_a_run_whose_step_time_estimate_is_wrong():
+    # the calibration says steps take twice as long as they do: the plan asks for about half the steps the
+    # budget pays for; the run re-plans from its own steps, spends its limit and still anneals to the end
+    limit = 1.5
+    ctx = make_context(policy="equal", epochs=1, unit="seconds", seconds=limit, sparsity=0.5)
+    ctx.budget.start_clock()
+    train, forward = ctx._measured_seconds()
+    ctx._seconds_per_sample = (2 * train, forward)
+    ctx.trainer.seconds_per_sample = 2 * train
+    planned = ctx.remaining_steps()
+    last = LastLearningRate()
+    result = ctx.train(steps=planned, callbacks=[last])
+    spent = ctx.budget.seconds()
+    assert abs(spent - limit) <= 0.1 * limit + spent / result.steps, (spent, planned, result.steps)
+    assert result.steps > 1.3 * planned  # it ran far more steps than the wrong estimate planned
+    assert last.lr < 0.05 * ctx.recipe.lr  # the cosine schedule was stretched with the run, not cut off
+
+
 class FirstBatch(TrainCallback):
     def __init__(self) -> None:
         self.inputs: list[torch.Tensor] = []
