@@ -99,7 +99,8 @@ def _first(a: pd.DataFrame, b: pd.DataFrame, column: str) -> str:
 
 def _mark_best(table: pd.DataFrame, finished: pd.DataFrame, higher: bool) -> pd.DataFrame:
     """Per budget level and target sparsity > 0, the best row(s) and those indistinguishable from it
-    (methods are only ranked against the same budget); reference rows (sparsity 0) are not ranked."""
+    (methods are only ranked against the same budget); reference rows (sparsity 0) are not ranked, nor
+    is a row alone in its column (N:M's 50% in a sweep at 90%): best of one says nothing."""
     table["best"], table["tied_with_best"], table["p_vs_best"] = False, False, math.nan
     if table.empty:
         return table
@@ -107,6 +108,8 @@ def _mark_best(table: pd.DataFrame, finished: pd.DataFrame, higher: bool) -> pd.
     done = finished[finished["outcome"] != "does_not_fit"]
     for (policy, unit, multiple, target), group in ranked.groupby(["policy", "unit", "budget_multiple",
                                                                   "target_sparsity"]):
+        if len(group) < 2:
+            continue
         level = _select(done, {"policy": policy, "unit": unit, "multiple": multiple, "target": target})
         cells = {r: level[level["row"] == r]["value"].dropna().tolist() for r in group["method"]}
         ranking = rank_column(cells, higher=higher)

@@ -190,7 +190,7 @@ def test_failed_runs_are_counted_and_mixed_policies_warned(mixed_store):
     assert "(2; 1 failed)" in rows["snip"][2]
     native_rows = {r[0]: r for r in leaderboard_rows("## Leaderboard" + native)}
     assert list(native_rows)[2:] == ["global_magnitude"]  # methods are ranked against their own policy only
-    assert native_rows["global_magnitude"][1].startswith("**50.00 (1)**")
+    assert native_rows["global_magnitude"][1] == "50.00 (1)"  # alone at its level: not "best" of one
     csv = pd.read_csv(out / "leaderboard.csv").set_index(["policy", "method", "target_sparsity"])
     assert csv.loc[("equal", "snip", 0.8), "n_failed"] == 1
     assert csv.loc[("equal", "snip", 0.8), "n"] == 2
@@ -331,3 +331,10 @@ def test_no_random_row_means_no_marks():
     report = build_report(synthetic_runs({("good", 0.9): [0.9, 0.91], ("bad", 0.9): [0.6, 0.61]}), "synthetic")
     assert (report.cells["vs_random"] == "").all()
     assert not any("random-pruning baseline" in n for n in report.notes)
+
+
+def test_a_row_alone_in_its_column_is_not_marked_best():
+    report = build_report(synthetic_runs({("a", 0.9): [0.8, 0.81], ("b", 0.9): [0.7, 0.72],
+                                          ("nm", 0.5): [0.9, 0.91]}), "synthetic")
+    best = report.cells.set_index("method")["best"].to_dict()
+    assert best == {"a": True, "b": False, "nm": False}
