@@ -97,6 +97,16 @@ def _first(a: pd.DataFrame, b: pd.DataFrame, column: str) -> str:
     return ""
 
 
+def _columns(rows: pd.DataFrame, finished: pd.DataFrame):
+    """Per leaderboard column (budget level and target sparsity > 0) of ``rows``: its rows and, per row
+    label, the metric values of its finished (not does-not-fit) runs."""
+    done = finished[finished["outcome"] != "does_not_fit"]
+    for (policy, unit, multiple, target), group in rows[rows["target_sparsity"] > 0].groupby(
+            ["policy", "unit", "budget_multiple", "target_sparsity"]):
+        level = _select(done, {"policy": policy, "unit": unit, "multiple": multiple, "target": target})
+        yield group, {r: level[level["row"] == r]["value"].dropna().tolist() for r in group["method"]}
+
+
 def _mark_best(table: pd.DataFrame, finished: pd.DataFrame, higher: bool) -> pd.DataFrame:
     """Per budget level and target sparsity > 0, the best row(s) and those indistinguishable from it
     (methods are only ranked against the same budget); reference rows (sparsity 0) are not ranked, nor
@@ -104,14 +114,9 @@ def _mark_best(table: pd.DataFrame, finished: pd.DataFrame, higher: bool) -> pd.
     table["best"], table["tied_with_best"], table["p_vs_best"] = False, False, math.nan
     if table.empty:
         return table
-    ranked = table[(table["target_sparsity"] > 0) & (table["n"] > 0)]
-    done = finished[finished["outcome"] != "does_not_fit"]
-    for (policy, unit, multiple, target), group in ranked.groupby(["policy", "unit", "budget_multiple",
-                                                                  "target_sparsity"]):
+    for group, cells in _columns(table[table["n"] > 0], finished):
         if len(group) < 2:
             continue
-        level = _select(done, {"policy": policy, "unit": unit, "multiple": multiple, "target": target})
-        cells = {r: level[level["row"] == r]["value"].dropna().tolist() for r in group["method"]}
         ranking = rank_column(cells, higher=higher)
         for idx, r in zip(group.index, group["method"], strict=True):
             if r in ranking.best:
@@ -128,18 +133,15 @@ def _mark_vs_random(table: pd.DataFrame, finished: pd.DataFrame, higher: bool) -
     table["vs_random"] = ""
     if table.empty:
         return table
-    done = finished[finished["outcome"] != "does_not_fit"]
-    for (policy, unit, multiple, target), group in table[table["target_sparsity"] > 0].groupby(
-            ["policy", "unit", "budget_multiple", "target_sparsity"]):
+    for group, cells in _columns(table, finished):
         baselines = sorted(group.loc[group["base_method"] == RANDOM_BASELINE, "method"], key=len)
         if not baselines:
             continue
-        level = _select(done, {"policy": policy, "unit": unit, "multiple": multiple, "target": target})
-        reference = level[level["row"] == baselines[0]]["value"].dropna().tolist()
+        reference = cells[baselines[0]]
         for idx, rec in group.iterrows():
             if rec["base_method"] == RANDOM_BASELINE or rec["n"] < 2 or rec["off_target"]:
                 continue
-            mine = level[level["row"] == rec["method"]]["value"].dropna().tolist()
+            mine = cells[rec["method"]]
             p = welch_p(mine, reference)
             if math.isnan(p):
                 continue
