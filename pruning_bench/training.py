@@ -13,8 +13,8 @@ forward per sample, or 2 x the masked forward + the dense forward on a step wher
 it uses the dense gradient (:meth:`TrainCallback.dense_gradient`; RigL App. H). Under ``equal`` in the
 ``flops`` and ``seconds`` units a run ends at the first step that would pass the limit
 (``TrainResult.stopped_at_limit``). In ``seconds`` a run planned from the calibrated step time re-plans
-its length after its first tenth (at least 10 steps) and again at half, each time from its own steps
-measured since the last re-plan, so that it spends the seconds it was planned to take; a schedule that
+its length after its first tenth (at least 10 steps), at half and at four fifths of its current length,
+each time from its own steps measured since the last re-plan, so that it spends the seconds it was planned to take; a schedule that
 ends with the run is stretched or shortened with it.
 
 The schedule position (``start_step`` of a ``schedule_steps`` run) and the data position
@@ -42,7 +42,7 @@ from pruning_bench.masks import MaskSet
 from pruning_bench.suite import Recipe
 
 HEARTBEAT_SECONDS = 30.0  # without a terminal, a progress line at most this often (long GPU trials)
-REFIT_SHARES, REFIT_MIN_STEPS = (0.1, 0.5), 10  # seconds unit: a run re-plans its length at these shares
+REFIT_SHARES, REFIT_MIN_STEPS = (0.1, 0.5, 0.8), 10  # seconds unit: re-plan at these shares of the length
 
 
 def uses_channels_last(device: torch.device, input_shape: tuple[int, ...]) -> bool:
@@ -143,12 +143,15 @@ def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:
                            nesterov=recipe.nesterov and recipe.momentum > 0, weight_decay=recipe.weight_decay)
 
 
-def _refit_steps(steps: int) -> list[int]:
-    """Seconds unit: after which steps a run re-plans its length from its own measured step time (the
-    calibration's estimate can be off by tens of percent for millisecond steps): early, then again from
-    the steady steps since, each time from the steps of the latest segment only."""
-    points = sorted({max(REFIT_MIN_STEPS, math.ceil(share * steps)) for share in REFIT_SHARES})
-    return [p for p in points if p < steps]
+def _next_refit(steps: int, done: int, shares: list[float]) -> int | None:
+    """Seconds unit: the step after which a run of (currently) ``steps`` steps next re-plans its length
+    from its own measured step time (the calibration's estimate can be off by tens of percent for
+    millisecond steps): the first remaining share of the current length past ``done``; None: no more."""
+    while shares:
+        at = max(REFIT_MIN_STEPS, math.ceil(shares.pop(0) * steps))
+        if done < at < steps:
+            return at
+    return None
 
 
 class Trainer:
@@ -253,8 +256,9 @@ class Trainer:
         epoch_start = 0  # index into losses where the current epoch began
         data_offset = (start_step if data_start is None else data_start) - start_step
         step_seconds = self.seconds_per_sample * self.recipe.batch_size  # the seconds unit's estimate
-        refits = _refit_steps(steps) if self.meter.stops_at_limit and self.meter.unit == "seconds" and \
+        shares = list(REFIT_SHARES) if self.meter.stops_at_limit and self.meter.unit == "seconds" and \
             step_seconds > 0 else []
+        refit_at = _next_refit(steps, 0, shares)
         allotment, clock_start = steps * step_seconds, self.meter.seconds()  # seconds this run was planned to take
         segment = (0, clock_start)  # (steps done, clock) where the current measuring segment began
         own_schedule = scheduler is None and (schedule_steps is None or schedule_steps == start_step + steps)
@@ -264,13 +268,12 @@ class Trainer:
         step = start_step
         while step < start_step + steps:
             done = step - start_step
-            if refits and done == refits[0]:  # seconds unit: re-plan the run from its own measured steps
-                refits.pop(0)
+            if done == refit_at:  # seconds unit: re-plan the run from the steps measured since the last plan
                 now = self.meter.seconds()
                 per_step = (now - segment[1]) / max(done - segment[0], 1)
                 steps = done + max(0, math.floor((allotment - (now - clock_start)) / max(per_step, 1e-9)))
                 segment, bar.total = (done, now), steps
-                refits = [r for r in refits if r < steps]
+                refit_at = _next_refit(steps, done, shares)
                 if own_schedule:
                     schedule = self.schedule(start_step + steps)
             state.step = step
