@@ -21,7 +21,7 @@ from pruning_bench.errors import BenchError
 from pruning_bench.report_cells import Report, build_report, cell_table, scale_of
 from pruning_bench.report_data import latest_per_trial, load_runs, prepare_runs
 from pruning_bench.report_render import MISSING, cost_table, document, leaderboards_markdown, render_markdown
-from pruning_bench.tracking import _quiet_mlflow
+from pruning_bench.tracking import _quiet_mlflow, warn_local_artifacts
 
 FORMATS = ("md", "html", "csv")
 
@@ -85,6 +85,7 @@ def log_report_run(tracking_uri: str, report: Report, files: list[Path]) -> str:
     experiment = client.get_experiment_by_name(report.suite)
     if experiment is None:
         raise BenchError(f"no experiment '{report.suite}' in {tracking_uri}")
+    warn_local_artifacts(tracking_uri, experiment)  # artifacts go where the experiment's runs keep them
     tags = {"mlflow.runName": f"report {time.strftime('%Y-%m-%d %H:%M:%S')}", "report": "1",
             "suite": report.suite, "metric": report.metric}
     run = client.create_run(experiment.experiment_id, tags=tags)

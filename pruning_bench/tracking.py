@@ -8,13 +8,16 @@ depends on MLflow's global "active run" state.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from pruning_bench.errors import BenchError
 
@@ -77,6 +80,38 @@ def git_commit() -> str:
         return "unknown"
 
 
+def is_local_uri(uri: str) -> bool:
+    """A store or artifact location on this machine's disk (``sqlite:``, ``file:``, a plain path), not a server."""
+    scheme = urlparse(uri).scheme
+    return scheme in ("", "file", "sqlite") or len(scheme) == 1  # len 1: a Windows drive letter
+
+
+def artifact_location(tracking_uri: str, experiment: str, artifact_root: Path | None) -> str | None:
+    """Where a new experiment keeps its artifacts: beside a local store; with a server, ``None`` (the
+    server's root: ``bench server`` proxies them, so they never land on a client's disk)."""
+    if artifact_root is None or not is_local_uri(tracking_uri):
+        return None
+    return (artifact_root / experiment).resolve().as_uri()
+
+
+_warned: set[tuple[str, str]] = set()
+
+
+def warn_local_artifacts(tracking_uri: str, experiment: Any) -> None:
+    """One stderr line (once per process, not in worker processes) when an experiment on a server keeps
+    its artifacts at a local path, i.e. on the disk of whichever client logs them."""
+    location = experiment.artifact_location or ""
+    key = (tracking_uri, experiment.experiment_id)
+    if (is_local_uri(tracking_uri) or not is_local_uri(location) or key in _warned
+            or multiprocessing.parent_process() is not None):
+        return
+    _warned.add(key)
+    print(f"warning: experiment '{experiment.name}' in {tracking_uri} keeps its artifacts at {location} (it was "
+          "created by a local client), so each machine writes them to its own disk; to have the server store "
+          "them, start `bench server` with a new --results-dir or use a suite with another name",
+          file=sys.stderr)
+
+
 class Tracker:
     """Writes sweeps and trials of one suite into an MLflow tracking store."""
 
@@ -91,9 +126,10 @@ class Tracker:
         except Exception as err:  # a wrong URI must be one clear line, not a traceback
             raise BenchError(f"cannot open the MLflow tracking store '{tracking_uri}': {err}") from None
         if found is None:
-            location = (artifact_root / experiment).resolve().as_uri() if artifact_root else None
+            location = artifact_location(tracking_uri, experiment, artifact_root)
             self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
         else:
+            warn_local_artifacts(tracking_uri, found)
             self.experiment_id = found.experiment_id
 
     def finished_keys(self) -> set[str]:
