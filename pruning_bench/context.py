@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import random
 import statistics
 import time
@@ -31,6 +30,7 @@ from pruning_bench.data import DataBundle
 from pruning_bench.data.batches import mix_seed
 from pruning_bench.flops import FlopProfile, profile_flops
 from pruning_bench.masks import MaskSet, global_topk
+from pruning_bench.resume import DEFAULT_EVERY_SECONDS, TrialCheckpoints, atomic_save
 from pruning_bench.suite import MIN_ROUND_SHARE, Recipe
 from pruning_bench.training import (
     EvalResult,
@@ -39,6 +39,7 @@ from pruning_bench.training import (
     Trainer,
     TrainResult,
     evaluate,
+    make_optimizer,
     recalibrate_bn,
 )
 
@@ -61,6 +62,22 @@ class _StepTimer(TrainCallback):
         self._last = now
 
 
+def rng_states(generator: torch.Generator) -> dict[str, Any]:
+    """Every random number generator a trial draws from (torch, CUDA, numpy, Python, the method's)."""
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+            "generator": generator.get_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_states(rng: dict[str, Any], generator: torch.Generator) -> None:
+    torch.set_rng_state(rng["torch"])
+    np.random.set_state(rng["numpy"])
+    random.setstate(rng["python"])
+    generator.set_state(rng["generator"])
+    if rng["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
 class Context:
     """Services a method uses during one trial."""
 
@@ -68,10 +85,13 @@ class Context:
                  target_sparsity: float, params: Any, seed: int, device: torch.device,
                  checkpoint_dir: Path | None = None, log_fn: Callable[[str, float, int | None], None] | None = None,
                  series_fn: Callable[[str, list[tuple[int, float]]], None] | None = None,
-                 progress: bool = True, min_round_epochs: float | None = None) -> None:
+                 progress: bool = True, min_round_epochs: float | None = None,
+                 checkpoint_seconds: float = DEFAULT_EVERY_SECONDS) -> None:
         self.data, self.recipe, self.budget = data, recipe, meter
         self.target_sparsity, self.params, self.seed, self.device = target_sparsity, params, seed, device
         self.checkpoint_dir = checkpoint_dir
+        #: mid-trial checkpoints of every training call; a rerun replays the method through them
+        self.checkpoints = TrialCheckpoints(checkpoint_dir, checkpoint_seconds, self._capture, self._restore)
         self._log_fn = log_fn
         self._series_fn = series_fn  # one batched write per training run (the loss curve)
         self.progress = progress
@@ -260,13 +280,48 @@ class Context:
         n = steps if steps is not None else self.epochs_to_steps(epochs)
         if self.budget.unit == "seconds":
             self._measured_seconds()  # the loop's first step-time estimate
-        result = self.trainer.train(n, start_step=start_step, schedule_steps=schedule_steps,
-                                    data_seed=data_seed, data_start=data_start, callbacks=callbacks,
-                                    optimizer=optimizer, scheduler_factory=scheduler_factory, label=label,
-                                    desc=desc or label)
+        call = self.checkpoints.begin_call({
+            "steps": n, "start_step": start_step, "schedule_steps": schedule_steps, "data_seed": data_seed,
+            "data_start": data_start, "label": label, "callbacks": [type(cb).__name__ for cb in callbacks]})
+        done = call.completed()
+        if done is not None:  # a rerun: this call finished before the interruption; its end state is loaded
+            result = self._replayed(done, callbacks, optimizer)
+        else:
+            result = self.trainer.train(n, start_step=start_step, schedule_steps=schedule_steps,
+                                        data_seed=data_seed, data_start=data_start, callbacks=callbacks,
+                                        optimizer=optimizer, scheduler_factory=scheduler_factory, label=label,
+                                        desc=desc or label, checkpoint=call, resume=call.partial())
         if self._series_fn is not None and result.epoch_losses:  # x = epochs charged so far in the trial
             self._series_fn("train_loss", [(round(e), loss) for e, loss in result.epoch_losses])
         return result
+
+    def _replayed(self, loop: dict[str, Any], callbacks: Sequence[TrainCallback],
+                  optimizer: torch.optim.Optimizer | None) -> TrainResult:
+        """The result of a training call that finished before an interruption (its state is loaded)."""
+        optimizer = optimizer or make_optimizer(self.model, self.recipe)
+        optimizer.load_state_dict(loop["optimizer"])
+        for cb, cb_state in zip(callbacks, loop["callbacks"]):
+            cb.load_state_dict(cb_state)
+        return TrainResult(optimizer=optimizer, **loop["result"])
+
+    def _capture(self) -> dict[str, Any]:
+        """Everything outside the training loop that a checkpoint holds (:mod:`pruning_bench.resume`)."""
+        return {"model": self.model.state_dict(), "masks": self.masks.masks, "meter": self.budget.state_dict(),
+                "rng": rng_states(self.generator), "logged": list(self.logged),
+                "seconds_per_sample": self._seconds_per_sample}
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.masks.update(state["masks"])
+        self.masks.apply()
+        self.budget.load_state_dict(state["meter"])
+        set_rng_states(state["rng"], self.generator)
+        if state["seconds_per_sample"] is not None:
+            self._seconds_per_sample = tuple(state["seconds_per_sample"])
+            self.trainer.seconds_per_sample = self._seconds_per_sample[0]
+            self.budget.bind_epoch_seconds(self._seconds_per_sample[0])
+        for key, value, step in state["logged"][len(self.logged):]:  # logged inside calls not run again
+            self.log(key, value, step)
 
     def lr_at(self, step: int, schedule_steps: int) -> float:
         """The learning rate the suite's schedule gives at ``step`` of a ``schedule_steps`` run."""
@@ -343,16 +398,13 @@ class Context:
             "model": self.model.state_dict(),
             "masks": self.masks.masks,
             "meter": self.budget.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                    "python": random.getstate(), "generator": self.generator.get_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+            "rng": rng_states(self.generator),
             "state": state,
             "logged": self.logged,
+            "barrier": self.checkpoints.barrier + 1,
         }
-        path = self.checkpoint_dir / "checkpoint.pt"
-        tmp = path.with_suffix(".tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
+        atomic_save(payload, self.checkpoint_dir / "checkpoint.pt")
+        self.checkpoints.passed_barrier()
 
     def load_checkpoint(self) -> dict[str, Any] | None:
         """Restore what :meth:`save_checkpoint` saved and return its ``state``; None if there is none."""
@@ -363,13 +415,8 @@ class Context:
         self.model.load_state_dict(payload["model"])
         self.masks.update(payload["masks"])
         self.budget.load_state_dict(payload["meter"])
-        rng = payload["rng"]
-        torch.set_rng_state(rng["torch"])
-        np.random.set_state(rng["numpy"])
-        random.setstate(rng["python"])
-        self.generator.set_state(rng["generator"])
-        if rng["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        set_rng_states(payload["rng"], self.generator)
         for key, value, step in payload["logged"]:  # the interrupted run's per-round metrics
             self.log(key, value, step)
+        self.checkpoints.resumed_at_barrier(payload.get("barrier", 0))
         return payload["state"]

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +41,9 @@ from pruning_bench.budget import TRAIN_FLOPS_PER_FORWARD, BudgetExceeded, Budget
 from pruning_bench.data import BatchStream, DataBundle, iterate_batches
 from pruning_bench.masks import MaskSet
 from pruning_bench.suite import Recipe
+
+if TYPE_CHECKING:
+    from pruning_bench.resume import CallCheckpoint
 
 HEARTBEAT_SECONDS = 30.0  # without a terminal, a progress line at most this often (long GPU trials)
 REFIT_SHARES, REFIT_MIN_STEPS = (0.1, 0.5, 0.8), 10  # seconds unit: re-plan at these shares of the length
@@ -117,6 +121,60 @@ class TrainCallback:
     def on_epoch_end(self, state: StepState) -> None:
         """Called after each completed pass over the training data (``state.epoch`` just finished)."""
 
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs of this callback (:mod:`pruning_bench.resume`). By default its data
+        attributes: numbers, strings, tensors (not parameters: the model's own are restored with it),
+        modules' state, and lists, sets and dicts of these. Override when that is not enough."""
+        return {k: v for k, v in ((k, _state_of(v)) for k, v in vars(self).items()) if v is not _SKIP}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Put back what :meth:`state_dict` returned; tensors are copied in place, so aliases hold."""
+        for key, value in state.items():
+            setattr(self, key, _load_into(getattr(self, key, None), value))
+
+
+_SKIP = object()
+_PLAIN = (bool, int, float, str, bytes, type(None))
+
+
+def _state_of(value: Any) -> Any:
+    """The saveable state of a callback attribute, or ``_SKIP`` (a reference to the model, masks,
+    optimizer, context or a function: restored elsewhere or not state)."""
+    if isinstance(value, _PLAIN):
+        return value
+    if isinstance(value, nn.Parameter):
+        return _SKIP
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    if isinstance(value, nn.Module):
+        return {"__module_state__": value.state_dict()}
+    if isinstance(value, (list, tuple, set)):
+        items = [_state_of(v) for v in value]
+        return _SKIP if any(v is _SKIP for v in items) else type(value)(items)
+    if isinstance(value, dict):
+        items = {k: _state_of(v) for k, v in value.items()}
+        return _SKIP if any(v is _SKIP for v in items.values()) else items
+    return _SKIP
+
+
+def _load_into(current: Any, saved: Any) -> Any:
+    """``saved`` put into ``current`` in place where both are tensors, modules or containers of them."""
+    if isinstance(saved, dict) and "__module_state__" in saved and isinstance(current, nn.Module):
+        current.load_state_dict(saved["__module_state__"])
+        return current
+    if isinstance(current, torch.Tensor) and isinstance(saved, torch.Tensor) and current.shape == saved.shape:
+        with torch.no_grad():
+            current.copy_(saved)
+        return current
+    if isinstance(current, dict) and isinstance(saved, dict) and current.keys() == saved.keys():
+        for k in saved:
+            current[k] = _load_into(current[k], saved[k])
+        return current
+    if isinstance(current, list) and isinstance(saved, list) and len(current) == len(saved):
+        current[:] = [_load_into(c, v) for c, v in zip(current, saved)]
+        return current
+    return saved
+
 
 @dataclass
 class TrainResult:
@@ -128,6 +186,12 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)
     epoch_losses: list[tuple[float, float]] = field(default_factory=list)  # (epochs charged, mean loss)
     stopped_at_limit: bool = False  # the budget's limit ended the run before ``steps`` steps
+
+
+def result_record(result: TrainResult) -> dict[str, Any]:
+    """A :class:`TrainResult` without its optimizer (saved with a finished call's checkpoint)."""
+    return {k: getattr(result, k) for k in ("end_step", "steps", "mean_loss", "seconds", "losses",
+                                            "epoch_losses", "stopped_at_limit")}
 
 
 @dataclass(frozen=True)
@@ -224,13 +288,16 @@ class Trainer:
               data_seed: int | None = None, data_start: int | None = None,
               callbacks: Sequence[TrainCallback] = (), optimizer: torch.optim.Optimizer | None = None,
               scheduler_factory: Callable[[torch.optim.Optimizer], object] | None = None,
-              label: str = "train", desc: str = "train") -> TrainResult:
+              label: str = "train", desc: str = "train", checkpoint: CallCheckpoint | None = None,
+              resume: dict[str, Any] | None = None) -> TrainResult:
         """Train for ``steps`` steps, the schedule positioned at ``start_step`` of a ``schedule_steps`` run.
 
         A fresh optimizer is built unless one is passed (to continue with its momentum). The learning
         rate follows the suite's schedule over ``schedule_steps`` (default ``start_step + steps``), or
         the scheduler ``scheduler_factory(optimizer)`` returns (stepped once per step). Batches come from
         the data stream at ``data_start`` onwards (default: ``start_step``, the schedule position).
+        ``checkpoint`` saves the loop's state every few minutes (:mod:`pruning_bench.resume`);
+        ``resume`` is such a state (already restored: weights, masks, meter, RNG) to continue from.
         """
         model, masks = self.model, self.masks
         stream = self.stream(data_seed)
@@ -263,10 +330,38 @@ class Trainer:
         segment = (0, clock_start)  # (steps done, clock) where the current measuring segment began
         own_schedule = scheduler is None and (schedule_steps is None or schedule_steps == start_step + steps)
         stopped = False
-        t0 = last_note = time.perf_counter()
-        bar = tqdm(total=steps, desc=desc, leave=False, disable=None if self.progress else True, unit="step")
         step = start_step
+        if resume is not None:  # continue an interrupted run where its checkpoint left it
+            optimizer.load_state_dict(resume["optimizer"])
+            if scheduler is not None and resume["scheduler"] is not None:
+                scheduler.load_state_dict(resume["scheduler"])
+            for cb, cb_state in zip(callbacks, resume["callbacks"]):
+                cb.load_state_dict(cb_state)
+            step, steps, state.epoch = resume["step"], resume["steps"], resume["epoch"]
+            losses = list(resume["losses"].unbind()) if len(resume["losses"]) else []
+            epoch_losses, epoch_start = list(resume["epoch_losses"]), resume["epoch_start"]
+            refit_at, shares, step_seconds = resume["refit_at"], list(resume["shares"]), resume["step_seconds"]
+            allotment, clock_start, segment = resume["allotment"], resume["clock_start"], tuple(resume["segment"])
+            if own_schedule:
+                schedule = self.schedule(start_step + steps)
+
+        def loop_state(at: int) -> dict[str, Any]:
+            """The loop's position after step ``at - 1``, with everything needed to continue from it."""
+            return {"optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if hasattr(scheduler, "state_dict") else None,
+                    "callbacks": [cb.state_dict() for cb in callbacks], "step": at, "steps": steps,
+                    "epoch": state.epoch, "losses": torch.stack(losses) if losses else torch.empty(0),
+                    "epoch_losses": epoch_losses, "epoch_start": epoch_start, "refit_at": refit_at,
+                    "shares": shares, "step_seconds": step_seconds, "allotment": allotment,
+                    "clock_start": clock_start, "segment": segment, "stopped": stopped}
+
+        t0 = last_note = time.perf_counter()
+        bar = tqdm(total=steps, initial=step - start_step, desc=desc, leave=False,
+                   disable=None if self.progress else True, unit="step")
         while step < start_step + steps:
+            if checkpoint is not None and step > start_step and checkpoint.due():
+                with self.meter.paused():
+                    checkpoint.save(loop_state(step), final=False)
             done = step - start_step
             if done == refit_at:  # seconds unit: re-plan the run from the steps measured since the last plan
                 now = self.meter.seconds()
@@ -345,10 +440,14 @@ class Trainer:
             raise FloatingPointError(f"training loss became NaN (first at step "
                                      f"{start_step + next(i for i, v in enumerate(loss_values) if math.isnan(v))})")
         done = len(loss_values)
-        return TrainResult(optimizer=optimizer, end_step=start_step + done, steps=done,
-                           mean_loss=sum(loss_values) / max(done, 1),
-                           seconds=time.perf_counter() - t0, losses=loss_values, epoch_losses=epoch_losses,
-                           stopped_at_limit=stopped)
+        result = TrainResult(optimizer=optimizer, end_step=start_step + done, steps=done,
+                             mean_loss=sum(loss_values) / max(done, 1),
+                             seconds=time.perf_counter() - t0, losses=loss_values, epoch_losses=epoch_losses,
+                             stopped_at_limit=stopped)
+        if checkpoint is not None:  # a phase boundary: a rerun skips this call
+            with self.meter.paused():
+                checkpoint.save({**loop_state(step), "result": result_record(result)}, final=True)
+        return result
 
     def _check_wall_clock(self) -> None:
         cap = self.meter.max_seconds

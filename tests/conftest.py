@@ -35,7 +35,7 @@ def tiny() -> TinyNet:
 def make_context(model: nn.Module | None = None, *, policy: str = "equal", epochs: float = 2.0,
                  sparsity: float = 0.5, seed: int = 0, recipe: Recipe | None = None, params=None,
                  checkpoint_dir=None, unit: str = "epochs", seconds: float | None = None,
-                 min_round_epochs: float | None = None) -> Context:
+                 min_round_epochs: float | None = None, checkpoint_seconds: float = 300.0) -> Context:
     """A Context over the smoke data set (512 samples, length 32, 4 classes)."""
     from pruning_bench.models import build_model
 
@@ -46,7 +46,7 @@ def make_context(model: nn.Module | None = None, *, policy: str = "equal", epoch
     meter = BudgetMeter(policy, epochs, data.n_train, unit=unit, seconds_limit=seconds)
     return Context(model=model, data=data, recipe=recipe, meter=meter, target_sparsity=sparsity,
                    params=params, seed=seed, device=torch.device("cpu"), checkpoint_dir=checkpoint_dir,
-                   progress=False, min_round_epochs=min_round_epochs)
+                   progress=False, min_round_epochs=min_round_epochs, checkpoint_seconds=checkpoint_seconds)
 
 
 @pytest.fixture
