@@ -11,6 +11,7 @@ import click
 
 from pruning_bench.budget import POLICIES, UNITS
 from pruning_bench.errors import BenchError, unknown_choice
+from pruning_bench.executor import EXECUTORS
 from pruning_bench.suite import check_multiple, check_sparsity, load_suite
 
 
@@ -154,8 +155,21 @@ def parse_seeds(value: str | None) -> list[int] | None:
 @click.option("--device", help="torch device, e.g. cuda:1 or cpu (default: CUDA when present, else CPU).")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes running trials in parallel (one GPU each where there are several).")
+@click.option("--executor", type=click.Choice(EXECUTORS),
+              help="Where trials run: sequential (this process), processes (--jobs N) or ray "
+                   "(default: processes when --jobs > 1, else sequential).")
+@click.option("--ray-address", help="Ray cluster to run on with --executor ray (e.g. auto, ray://head:10001; "
+                                    "default: start a local Ray).")
+@click.option("--cpus-per-trial", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="--executor ray: CPUs each trial reserves (and at most that many torch threads).")
+@click.option("--gpus-per-trial", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="--executor ray: GPUs each trial reserves; 0.25 packs four trials onto one GPU.")
 @click.option("--threads", type=click.IntRange(min=1),
-              help="CPU threads for torch (default: all cores; with --jobs N, cores // N per worker).")
+              help="CPU threads for torch (default: the cores divided among the trials training on this "
+                   "machine at the time, bench processes included; with --jobs N at most cores // N).")
+@click.option("--checkpoint-every", type=click.FloatRange(min=0, min_open=True),
+              help="Seconds of training between mid-trial checkpoints (default: $PRUNING_BENCH_CHECKPOINT_SECONDS "
+                   "or 300); a killed trial resumes from its last one.")
 @click.option("--rerun", is_flag=True, help="Run trials again even if a finished run with the same key exists.")
 @click.option("--dry-run", is_flag=True, help="Print the trial plan and exit.")
 @click.option("--save-model", is_flag=True, help="Also log the final weights and masks as an artifact.")
@@ -163,8 +177,9 @@ def parse_seeds(value: str | None) -> list[int] | None:
 def run(suite_name: str, methods: str | None, sparsities: str | None, seeds: str | None, epochs: float | None,
         budgets: str | None, budget_unit: str | None, budget_seconds: float | None,
         budget_policy: str | None, results_dir: Path, tracking_uri: str | None, data_dir: str | None,
-        download: bool, plugins: tuple[str, ...], device: str | None, jobs: int, threads: int | None, rerun: bool, dry_run: bool,
-        save_model: bool, no_progress: bool) -> None:
+        download: bool, plugins: tuple[str, ...], device: str | None, jobs: int, executor: str | None,
+        ray_address: str | None, cpus_per_trial: float, gpus_per_trial: float, threads: int | None,
+        checkpoint_every: float | None, rerun: bool, dry_run: bool, save_model: bool, no_progress: bool) -> None:
     """Run a grid of trials (method x target sparsity x seed) and record each in MLflow.
 
     Finished trials (same configuration, same key) are skipped, so repeating a command resumes an
@@ -172,7 +187,18 @@ def run(suite_name: str, methods: str | None, sparsities: str | None, seeds: str
     budget it needs), never run as something else.
     Example: bench run --suite mnist1d --methods snip,imp --sparsities 0.8,0.9 --budgets 1,4 --seeds 3
     """
+    answer_key = None
+    if not (rerun or dry_run):  # a repeated command with nothing left to do: answered without torch/MLflow
+        from pruning_bench.fastpath import fingerprint, remembered_answer
+
+        suite_file = suite_name if suite_name.endswith(".toml") or Path(suite_name).is_file() else None
+        answer_key = fingerprint(click.get_current_context().params, suite_file)
+        answer = remembered_answer(results_dir, answer_key)
+        if answer is not None:
+            click.echo(answer)
+            return
     from pruning_bench.registry import default_registry
+    from pruning_bench.sweep import SweepOptions, run_sweep
     from pruning_bench.trial import MethodSpec, build_plan
 
     suite = load_suite(suite_name)
@@ -213,9 +239,16 @@ def run(suite_name: str, methods: str | None, sparsities: str | None, seeds: str
     if dry_run:
         _print_plan(plan)
         return
-    _run_sweep(suite, plan, {c.name: c for c in classes}, results_dir=results_dir, tracking_uri=tracking_uri,
-               device=device, rerun=rerun, save_model=save_model, progress=not no_progress, threads=threads,
-               jobs=jobs, plugins=plugins)
+    if ray_address and executor != "ray":
+        raise BenchError(f"--ray-address {ray_address} needs --executor ray")
+    options = SweepOptions(results_dir=results_dir, tracking_uri=tracking_uri, device=device, rerun=rerun,
+                           save_model=save_model, progress=not no_progress, threads=threads, jobs=jobs,
+                           plugins=plugins, executor=executor, ray_address=ray_address,
+                           cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+                           checkpoint_seconds=checkpoint_every, answer_key=answer_key)
+    code = run_sweep(suite, plan, [c.name for c in classes], options, echo=click.echo)
+    if code:
+        sys.exit(code)
 
 
 def _print_plan(plan) -> None:
@@ -223,80 +256,6 @@ def _print_plan(plan) -> None:
     for k, trial in enumerate(plan, 1):
         click.echo(f"  {k:>3}. {trial.label():<44} policy={trial.budget_policy} unit={trial.budget_unit} "
                    f"epochs={trial.budget_epochs:g} key={trial.key}")
-
-
-def _run_sweep(suite, plan, classes, *, results_dir: Path, tracking_uri: str | None, device: str | None,
-               rerun: bool, save_model: bool, progress: bool, threads: int | None, jobs: int = 1,
-               plugins: tuple[str, ...] = ()) -> None:
-    import time
-
-    from pruning_bench.data import load_dataset
-    from pruning_bench.models import build_model
-    from pruning_bench.report import leaderboard_markdown, load_runs
-    from pruning_bench.runner import pick_device, run_plan
-    from pruning_bench.tracking import Tracker, default_tracking_uri, git_commit
-
-    # Fail on a bad device, data or model settings before anything is recorded.
-    dev = pick_device(device)
-    data = load_dataset(suite.dataset.name, seed=plan[0].seed, val_fraction=suite.dataset.val_fraction,
-                        data_dir=suite.dataset.data_dir, download=suite.dataset.download,
-                        options=suite.dataset.options)
-    try:
-        build_model(suite.model.name, num_classes=data.num_classes, input_shape=data.input_shape,
-                    options=suite.model.options)
-    except BenchError as err:
-        raise BenchError(f"{suite.source}: {err}") from None
-    results_dir.mkdir(parents=True, exist_ok=True)
-    uri = tracking_uri or default_tracking_uri(results_dir)
-    tracker = Tracker(uri, suite.name, artifact_root=results_dir / "artifacts")
-    finished = set() if rerun else tracker.finished_keys()
-    pending = [t for t in plan if t.key not in finished]
-    skipped = len(plan) - len(pending)
-    if not pending:
-        click.echo(f"Nothing to run: all {len(plan)} trials of this plan already have finished runs in {uri} "
-                   "(use --rerun to run them again).")
-    else:
-        if skipped:
-            click.echo(f"Skipping {skipped} finished trials; running {len(pending)} of {len(plan)}.")
-        levels = ", ".join(f"{m:g}x" for m in sorted({t.budget_multiple for t in pending}))
-        click.echo(f"Suite '{suite.name}' ({suite.dataset.name}, {suite.model.name}, base {suite.budget.epochs:g} "
-                   f"epochs, budgets {levels} in {plan[0].budget_unit}, policy {plan[0].budget_policy}) on {dev}; "
-                   f"tracking {uri}")
-        start = time.perf_counter()
-        with tracker.run(f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}",
-                         tags={"sweep": "1", "suite": suite.name, "git_commit": git_commit()},
-                         params={"methods": ",".join(classes), "n_trials": str(len(pending))}) as parent_id:
-            try:
-                if jobs > 1 and len(pending) > 1:
-                    from pruning_bench.executor import run_plan_parallel
-
-                    click.echo(f"Running on {min(jobs, len(pending))} worker processes.")
-                    not_fitting, failed = run_plan_parallel(
-                        pending, jobs=jobs, plugin_files=[str(Path(p).resolve()) for p in plugins],
-                        tracking_uri=uri, artifact_root=results_dir / "artifacts", parent_id=parent_id,
-                        results_dir=results_dir, device=dev, save_model=save_model, threads=threads,
-                        echo=click.echo)
-                else:
-                    done, failed = run_plan(pending, classes, tracker=tracker, parent_id=parent_id,
-                                            results_dir=results_dir, device=dev, save_model=save_model,
-                                            progress=progress, echo=click.echo, threads=threads)
-                    not_fitting = sum(r.outcome == "does_not_fit" for r in done)
-            except KeyboardInterrupt:
-                click.echo("\nInterrupted: finished trials are kept; run the same command again to resume.",
-                           err=True)
-                raise
-        click.echo(f"Ran {len(pending) - len(failed) - not_fitting} trials in {time.perf_counter() - start:.1f} s"
-                   + (f"; {not_fitting} did not fit their budget (recorded with the budget they need)"
-                      if not_fitting else "")
-                   + (f"; {len(failed)} FAILED" if failed else "") + ".")
-    runs = load_runs(uri, suite.name)
-    if not runs.empty and "tags.trial_key" in runs:
-        runs = runs[runs["tags.trial_key"].isin({t.key for t in plan})]
-    if not runs.empty and "tags.trial_key" in runs:
-        click.echo("\nTest accuracy (%) of this plan's trials, mean ± std (n seeds), per budget level:")
-        click.echo(leaderboard_markdown(runs))
-    if pending and failed:
-        sys.exit(1)
 
 
 @main.command()

@@ -1,102 +1,150 @@
-"""Running a plan on several worker processes (``bench run --jobs N``).
+"""Where trials run: one :class:`Executor` interface, three implementations.
 
-Trials are independent and idempotent, so they can run in any order on any worker: each worker rebuilds
-the method registry (entry points and ``--plugin`` files), opens the same tracking store and records its
-trial as a child of the sweep run. On a machine with several GPUs, trial k gets GPU k mod n. On the CPU
-each worker gets an equal share of the cores. Ctrl-C reaches the workers too: the trials in flight are
-recorded KILLED, finished ones stay, and the same command resumes.
+- :class:`SequentialExecutor`: one trial after another in this process (with per-epoch progress bars).
+- :class:`ProcessExecutor` (``--jobs N``): N spawned worker processes, reused across trials; on a machine
+  with several GPUs trial k gets GPU k mod n; on the CPU each worker gets an equal share of the cores.
+- :class:`RayExecutor` (``--executor ray``): one Ray task per trial with its CPUs and a GPU share, on a
+  local Ray or a cluster's (``--ray-address``); small trials pack onto one GPU.
+
+Every executor only runs :func:`pruning_bench.worker.run_job` and yields each job's outcome as it
+ends; the sweep (:mod:`pruning_bench.sweep`) has the one loop that prints and counts them. Trials are
+claimed by the worker that runs them, so executors never need to coordinate. Ctrl-C stops every
+executor: trials in flight are recorded KILLED, finished ones stay, and the same command resumes.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import multiprocessing
-import os
-from collections.abc import Callable, Sequence
+import signal
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Protocol
 
-import torch
+from pruning_bench.errors import BenchError
+from pruning_bench.worker import JobOutcome, TrialJob, run_job
 
-from pruning_bench.trial import Trial
-
-
-@dataclass(frozen=True)
-class WorkerJob:
-    """Everything a worker needs to rebuild and run one trial (picklable: no classes from plugin files)."""
-
-    trial: Trial
-    params: dict[str, Any]
-    plugin_files: tuple[str, ...]
-    tracking_uri: str
-    artifact_root: str
-    parent_id: str
-    results_dir: str
-    device: str
-    save_model: bool
-    threads: int | None
+EXECUTORS = ("sequential", "processes", "ray")
 
 
-def _run_job(job: WorkerJob) -> tuple[dict[str, float], str]:
-    from pruning_bench.registry import default_registry
-    from pruning_bench.runner import run_trial
-    from pruning_bench.tracking import Tracker
+class Executor(Protocol):
+    """Runs jobs and yields ``(index into jobs, outcome)`` as each ends, in any order."""
 
-    cls = default_registry(job.plugin_files).get(job.trial.method)
-    trial = dataclasses.replace(job.trial, params=cls.Params(**job.params))
-    tracker = Tracker(job.tracking_uri, trial.suite.name, artifact_root=Path(job.artifact_root))
-    result = run_trial(trial, cls, tracker=tracker, parent_id=job.parent_id, results_dir=Path(job.results_dir),
-                       device=torch.device(job.device), save_model=job.save_model, progress=False,
-                       threads=job.threads)
-    return result.metrics, result.outcome
+    workers: int
+
+    def run(self, jobs: Sequence[TrialJob]) -> Iterator[tuple[int, JobOutcome]]: ...
 
 
-def _device_for(k: int, device: torch.device) -> str:
-    if device.type == "cuda" and device.index is None and torch.cuda.device_count() > 1:
-        return f"cuda:{k % torch.cuda.device_count()}"
-    return str(device)
+class SequentialExecutor:
+    """Trials one after another in this process."""
+
+    workers = 1
+
+    def __init__(self, on_start: Callable[[int, TrialJob], None] | None = None) -> None:
+        self.on_start = on_start
+
+    def run(self, jobs: Sequence[TrialJob]) -> Iterator[tuple[int, JobOutcome]]:
+        for i, job in enumerate(jobs):
+            if self.on_start is not None:
+                self.on_start(i, job)
+            yield i, run_job(job)
 
 
-def run_plan_parallel(trials: Sequence[Trial], *, jobs: int, plugin_files: Sequence[str], tracking_uri: str,
-                      artifact_root: Path, parent_id: str, results_dir: Path, device: torch.device,
-                      save_model: bool, threads: int | None,
-                      echo: Callable[[str], None]) -> tuple[int, list[tuple[Trial, str]]]:
-    """Run ``trials`` on ``jobs`` processes; returns how many did not fit their budget, and the failed
-    ones with their error."""
-    from pruning_bench.runner import summary_line
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
-    if threads is None and device.type == "cpu":
-        threads = max(1, (os.cpu_count() or 1) // jobs)
-    n = len(trials)
-    failed: list[tuple[Trial, str]] = []
-    not_fitting = 0
-    context = multiprocessing.get_context("spawn")  # CUDA-safe; workers import the package afresh
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        running: dict[Future, tuple[int, Trial]] = {}
-        for k, trial in enumerate(trials, 1):
-            job = WorkerJob(trial=trial, params=dataclasses.asdict(trial.params), plugin_files=tuple(plugin_files),
-                            tracking_uri=tracking_uri, artifact_root=str(artifact_root), parent_id=parent_id,
-                            results_dir=str(results_dir), device=_device_for(k - 1, device),
-                            save_model=save_model, threads=threads)
-            running[pool.submit(_run_job, job)] = (k, trial)
-        done_count = 0
+
+def _die_with_parent() -> None:
+    """Pool worker initializer: on Linux the kernel sends SIGTERM to this worker when the sweep process
+    dies (even by ``kill -9``), and SIGTERM interrupts the trial like Ctrl-C (recorded KILLED), so no
+    orphan keeps training a trial nobody waits for."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            import ctypes
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+class ProcessExecutor:
+    """``workers`` spawned processes (CUDA-safe; each imports the package once and keeps it)."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+
+    def run(self, jobs: Sequence[TrialJob]) -> Iterator[tuple[int, JobOutcome]]:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(self.workers, len(jobs)), mp_context=context,
+                                 initializer=_die_with_parent) as pool:
+            running: dict[Future, int] = {pool.submit(run_job, job): i for i, job in enumerate(jobs)}
+            try:
+                while running:
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        i = running.pop(future)
+                        try:
+                            yield i, future.result()
+                        except KeyboardInterrupt:
+                            raise
+                        except Exception as err:  # the worker process itself died
+                            yield i, JobOutcome("failed", detail=f"worker died: {type(err).__name__}: {err}")
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+
+
+class RayExecutor:
+    """One Ray task per trial, ``cpus`` CPUs and ``gpus`` GPUs (a fraction packs trials onto one GPU).
+
+    Without ``address`` a local Ray starts (or the one this process already started is used); with
+    one (``auto``, ``ray://host:10001``) the cluster's. Ray reuses its worker processes across tasks,
+    so a worker's imports, registry and tracking client are paid once.
+    """
+
+    def __init__(self, address: str | None, cpus: float, gpus: float) -> None:
         try:
-            while running:
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    k, trial = running.pop(future)
-                    done_count += 1
+            import ray
+        except ImportError:
+            raise BenchError("--executor ray needs Ray: pip install 'pruning_bench[ray]'") from None
+        self.ray, self.cpus, self.gpus = ray, cpus, gpus
+        if not ray.is_initialized():
+            try:
+                ray.init(address=address, include_dashboard=False, configure_logging=False,
+                         log_to_driver=True, runtime_env={"env_vars": {"PYTHONWARNINGS": "ignore"}})
+            except Exception as err:
+                raise BenchError(f"--ray-address {address or '(local)'}: cannot start or reach Ray: {err}") from None
+        self.workers = max(1, int(ray.cluster_resources().get("CPU", 1) // max(cpus, 1e-9)))
+
+    def run(self, jobs: Sequence[TrialJob]) -> Iterator[tuple[int, JobOutcome]]:
+        ray = self.ray
+        # max_calls=0: keep worker processes (and what they loaded) across tasks, GPU tasks too
+        task = ray.remote(max_calls=0)(run_job).options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0)
+        pending = {task.remote(job): i for i, job in enumerate(jobs)}
+        try:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                for ref in ready:
+                    i = pending.pop(ref)
                     try:
-                        metrics, outcome = future.result()
-                    except Exception as err:  # the worker recorded the run FAILED
-                        failed.append((trial, f"{type(err).__name__}: {err}"))
-                        echo(f"[{done_count}/{n}] {trial.label()} FAILED: {type(err).__name__}: {err}")
-                        continue
-                    not_fitting += outcome == "does_not_fit"
-                    echo(f"[{done_count}/{n}] {summary_line(trial, metrics, outcome)}")
+                        yield i, ray.get(ref)
+                    except (ray.exceptions.TaskCancelledError, ray.exceptions.WorkerCrashedError) as err:
+                        yield i, JobOutcome("failed", detail=f"Ray task ended: {type(err).__name__}")
+                    except ray.exceptions.RayTaskError as err:
+                        yield i, JobOutcome("failed", detail=str(err).splitlines()[-1][:500])
         except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
+            for ref in pending:  # KeyboardInterrupt in each running task: its trial is recorded KILLED
+                ray.cancel(ref)
+            with contextlib.suppress(Exception):
+                ray.wait(list(pending), num_returns=len(pending), timeout=30)
             raise
-    return not_fitting, failed
+
+
+def make_executor(kind: str, *, jobs: int, ray_address: str | None, cpus_per_trial: float,
+                  gpus_per_trial: float, on_start: Callable[[int, TrialJob], None] | None = None) -> Executor:
+    """The executor for ``--executor`` (default: ``processes`` when ``--jobs`` > 1, else ``sequential``)."""
+    if kind == "ray":
+        return RayExecutor(ray_address, cpus_per_trial, gpus_per_trial)
+    if kind == "processes" or jobs > 1:
+        return ProcessExecutor(jobs)
+    return SequentialExecutor(on_start)

@@ -259,6 +259,11 @@ def _warnings(prepared: pd.DataFrame, finished: pd.DataFrame, failed: pd.DataFra
     if len(policies) > 1:
         out.append(f"Runs mix budget policies ({', '.join(policies)}); each has its own leaderboards. Use "
                    "--budget-policy to report one.")
+    threads = values(finished[col(finished, "tags.device", "").str.startswith("cpu")], "tags.threads")
+    if len(threads) > 1:
+        out.append(f"CPU runs used different torch thread counts ({', '.join(threads)}), shown in the device "
+                   "column of the cost table: the count changes the floating-point summation order, so "
+                   "otherwise identical trials differ by seed-noise amounts.")
     if (finished["unit"] == "seconds").any():
         out.append("Some budgets are in seconds of wall-clock on the trial's device: those rows are not "
                    "comparable across machines (see the device column of the cost table).")

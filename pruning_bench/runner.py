@@ -18,23 +18,24 @@ import resource
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 import pruning_bench
 from pruning_bench.budget import BudgetMeter, DoesNotFit
+from pruning_bench.claims import Heartbeat
 from pruning_bench.context import Context
+from pruning_bench.cores import threads_for, training_slot
 from pruning_bench.data import load_dataset
 from pruning_bench.errors import BenchError
 from pruning_bench.latency import BATCH_SIZE as LATENCY_BATCH_SIZE
 from pruning_bench.latency import measure_latency, semi_structured_latency
 from pruning_bench.method import Method
 from pruning_bench.models import build_model
+from pruning_bench.resume import DEFAULT_EVERY_SECONDS, CheckpointMismatch, TrialCheckpoints
 from pruning_bench.tracking import Tracker, flatten, git_commit
 from pruning_bench.trial import Trial
 
@@ -50,17 +51,6 @@ def pick_device(name: str | None = None) -> torch.device:
             raise BenchError(f"--device '{name}': CUDA is not available on this machine; use cpu")
         return device
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def choose_threads(requested: int | None) -> None:
-    """Set torch's CPU thread count when asked (``--threads``; ``--jobs N`` gives each worker its share).
-
-    Left alone, torch uses every core: measured on 2 idle cores, the README's mnist1d sweep took 112 s
-    on 2 threads and 133 s on 1; but while another process used the cores, a small model's step ran
-    12x slower on 2 threads than on 1, so parallel workers each get cores // jobs threads.
-    """
-    if requested:
-        torch.set_num_threads(requested)
 
 
 def seed_everything(seed: int) -> None:
@@ -101,18 +91,18 @@ def make_meter(trial: Trial, n_train: int) -> BudgetMeter:
 
 def run_trial(trial: Trial, method_cls: type[Method], *, tracker: Tracker, parent_id: str | None,
               results_dir: Path, device: torch.device, save_model: bool = False,
-              progress: bool = True, threads: int | None = None) -> TrialResult:
-    """Run one trial end to end and record it as a child run of ``parent_id``."""
+              progress: bool = True, threads: int | None = None, thread_share: int | None = None,
+              rerun: bool = False, checkpoint_seconds: float = DEFAULT_EVERY_SECONDS) -> TrialResult:
+    """Claim one trial, run it end to end and record it as a child run of ``parent_id``.
+
+    Returns outcome ``skipped`` (and runs nothing) when the key already has a finished run (unless
+    ``rerun``) or another live worker holds it. ``threads`` (``--threads``) or the cores divided among
+    the trials training on this machine (at most ``thread_share``); a resumed trial keeps the count it
+    started with, so it ends with the same numbers as an uninterrupted run.
+    """
     suite = trial.suite
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)  # CUDA events, default streams and cuDNN all follow the current device
-    seed_everything(trial.seed)
-    data = load_dataset(suite.dataset.name, seed=trial.seed, val_fraction=suite.dataset.val_fraction,
-                        data_dir=suite.dataset.data_dir, download=suite.dataset.download,
-                        options=suite.dataset.options)
-    model = build_model(suite.model.name, num_classes=data.num_classes, input_shape=data.input_shape,
-                        options=suite.model.options)
-    meter = make_meter(trial, data.n_train)
     tags = {
         "trial_key": trial.key, "method": trial.method, "suite": suite.name, "seed": str(trial.seed),
         "target_sparsity": f"{trial.target_sparsity:g}", "budget_policy": trial.budget_policy,
@@ -123,15 +113,32 @@ def run_trial(trial: Trial, method_cls: type[Method], *, tracker: Tracker, paren
         "harness_version": pruning_bench.__version__, "result_version": pruning_bench.RESULT_VERSION,
         "model": suite.model.name, "dataset": suite.dataset.name,
     }
+    claim = tracker.claim_run(trial.label(), trial.key, tags=tags, parent_id=parent_id, rerun=rerun)
+    if claim.run_id is None:
+        return TrialResult(trial, "", {}, "skipped", claim.reason)
+    run_id = claim.run_id
     params = {**flatten("method", trial.config()["params"]), **flatten("suite", suite.experiment_config()),
               "method_name": trial.method, "target_sparsity": str(trial.target_sparsity),
               "seed": str(trial.seed), "budget_policy": trial.budget_policy, "budget_unit": trial.budget_unit,
               "budget_multiple": str(trial.budget_multiple)}
-    with tracker.run(trial.label(), tags=tags, params=params, parent_id=parent_id) as run_id:
+    checkpoints = results_dir / "checkpoints" / trial.key
+    with tracker.running(run_id), Heartbeat(tracker.set_tag, [run_id]), training_slot() as training_now:
         try:
-            result = _run_in(run_id, trial, method_cls, model, data, meter, tracker=tracker,
-                             results_dir=results_dir, device=device, save_model=save_model, progress=progress,
-                             threads=threads)
+            tracker.log_params(run_id, params)
+            n_threads = TrialCheckpoints(checkpoints).meta().get("threads") or \
+                threads_for(threads, thread_share, training_now)
+            torch.set_num_threads(n_threads)
+            try:
+                result = _run_in(run_id, trial, method_cls, tracker=tracker, checkpoint_dir=checkpoints,
+                                 device=device, save_model=save_model, progress=progress,
+                                 checkpoint_seconds=checkpoint_seconds)
+            except CheckpointMismatch as err:  # the method changed since its checkpoints: start afresh
+                print(f"warning: {trial.label()}: checkpoints do not match this run ({err}); starting afresh",
+                      file=sys.stderr)
+                shutil.rmtree(checkpoints, ignore_errors=True)
+                result = _run_in(run_id, trial, method_cls, tracker=tracker, checkpoint_dir=checkpoints,
+                                 device=device, save_model=save_model, progress=progress,
+                                 checkpoint_seconds=checkpoint_seconds)
         except BaseException:
             tracker.set_tag(run_id, "outcome", "failed")
             raise
@@ -141,21 +148,29 @@ def run_trial(trial: Trial, method_cls: type[Method], *, tracker: Tracker, paren
     return result
 
 
-def _run_in(run_id: str, trial: Trial, method_cls: type[Method], model: torch.nn.Module, data, meter: BudgetMeter,
-            *, tracker: Tracker, results_dir: Path, device: torch.device, save_model: bool, progress: bool,
-            threads: int | None) -> TrialResult:
-    """The trial inside its MLflow run: the method, then the measurements (or its does-not-fit record)."""
-    checkpoint_dir = results_dir / "checkpoints" / trial.key
+def _run_in(run_id: str, trial: Trial, method_cls: type[Method], *, tracker: Tracker, checkpoint_dir: Path,
+            device: torch.device, save_model: bool, progress: bool, checkpoint_seconds: float) -> TrialResult:
+    """The trial inside its MLflow run: data, model, the method, then the measurements (or its
+    does-not-fit record)."""
+    suite = trial.suite
+    seed_everything(trial.seed)
+    data = load_dataset(suite.dataset.name, seed=trial.seed, val_fraction=suite.dataset.val_fraction,
+                        data_dir=suite.dataset.data_dir, download=suite.dataset.download,
+                        options=suite.dataset.options)
+    model = build_model(suite.model.name, num_classes=data.num_classes, input_shape=data.input_shape,
+                        options=suite.model.options)
+    meter = make_meter(trial, data.n_train)
     ctx = Context(model=model, data=data, recipe=trial.suite.recipe, meter=meter,
                   target_sparsity=trial.target_sparsity, params=trial.params, seed=trial.seed,
                   device=device, checkpoint_dir=checkpoint_dir, progress=progress,
-                  min_round_epochs=trial.suite.budget.min_round,
+                  min_round_epochs=trial.suite.budget.min_round, checkpoint_seconds=checkpoint_seconds,
                   log_fn=lambda k, v, s: tracker.log_metric(run_id, k, v, s),
                   series_fn=lambda k, points: tracker.log_series(run_id, k, points))
+    ctx.checkpoints.write_meta({"threads": torch.get_num_threads(), "trial_key": trial.key})
     denominator = ctx.masks.total()
     flops_dense = ctx.flop_profile.total
-    choose_threads(threads)
     tracker.set_tag(run_id, "device", device_name(device))  # with the thread count actually used
+    tracker.set_tag(run_id, "threads", str(torch.get_num_threads()))
     if method_cls.granularity_of() == "structured":  # the unpruned model's latency, next to the shrunk one's latency_ms
         tracker.log_metrics(run_id, {"latency_dense_ms": measure_latency(ctx.model, data.input_shape, device)})
     if device.type == "cuda":
@@ -166,7 +181,7 @@ def _run_in(run_id: str, trial: Trial, method_cls: type[Method], model: torch.nn
     except DoesNotFit as dnf:
         tracker.log_metrics(run_id, {"min_budget_epochs": dnf.min_budget_epochs,
                                      "budget_epochs": meter.budget_epochs})
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        ctx.checkpoints.clear()
         return TrialResult(trial, run_id, {"min_budget_epochs": dnf.min_budget_epochs,
                                            "budget_epochs": meter.budget_epochs}, "does_not_fit", str(dnf))
     if device.type == "cuda":
@@ -175,6 +190,8 @@ def _run_in(run_id: str, trial: Trial, method_cls: type[Method], model: torch.nn
     metrics = measure(ctx, denominator=denominator, flops_dense=flops_dense)
     metrics["train_seconds"] = train_seconds
     metrics["peak_memory_mb"] = peak_memory_mb(device)
+    metrics["threads"] = torch.get_num_threads()
+    metrics["resumed_calls"] = ctx.checkpoints.skipped + ctx.checkpoints.resumed
     if method_cls.granularity_of() == "semi_structured":
         extra, note = semi_structured_measurement(ctx)
         metrics.update(extra)
@@ -188,7 +205,7 @@ def _run_in(run_id: str, trial: Trial, method_cls: type[Method], model: torch.nn
             weights = Path(tmp) / "model.pt"
             torch.save({"state_dict": ctx.model.state_dict(), "masks": ctx.masks.masks}, weights)
             tracker.log_artifact(run_id, weights)
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    ctx.checkpoints.clear()
     return TrialResult(trial, run_id, metrics)
 
 
@@ -260,35 +277,3 @@ def summary_line(trial: Trial, m: dict[str, float], outcome: str = "finished") -
     return (f"{trial.label()}: test_acc={m['test_acc']:.4f} sparsity={m['sparsity']:.4f} "
             f"epochs={m['epochs_charged']:.2f} flops_eff={m['flops_effective']:.3g} "
             f"time={m['train_seconds']:.1f}s")
-
-
-def run_plan(trials: Sequence[Trial], methods: dict[str, type[Method]], *, tracker: Tracker,
-             parent_id: str, results_dir: Path, device: torch.device, save_model: bool,
-             progress: bool, echo: Callable[[str], None], threads: int | None = None) -> tuple[list[TrialResult], list[tuple[Trial, str]]]:
-    """Run trials one after another; a failing trial is recorded FAILED and the others still run.
-    Ctrl-C stops at once (the trial in flight is recorded KILLED; finished ones are kept)."""
-    done: list[TrialResult] = []
-    failed: list[tuple[Trial, str]] = []
-    n = len(trials)
-    bar = tqdm(total=n, desc="trials", unit="trial", disable=None if progress else True, position=0)  # None: off without a terminal
-    say = tqdm.write if progress else echo
-    for k, trial in enumerate(trials, 1):
-        bar.set_postfix_str(trial.label())
-        say(f"[{k}/{n}] {trial.label()} (key {trial.key}) ...")
-        try:
-            result = run_trial(trial, methods[trial.method], tracker=tracker, parent_id=parent_id,
-                               results_dir=results_dir, device=device, save_model=save_model,
-                               progress=progress, threads=threads)
-        except KeyboardInterrupt:
-            bar.close()
-            raise
-        except Exception as err:  # recorded as a FAILED run (a method's BenchError too); the sweep goes on
-            failed.append((trial, f"{type(err).__name__}: {err}"))
-            say(f"[{k}/{n}] {trial.label()} FAILED: {type(err).__name__}: {err}")
-            bar.update()
-            continue
-        say(f"[{k}/{n}] {summary_line(trial, result.metrics, result.outcome)}")
-        done.append(result)
-        bar.update()
-    bar.close()
-    return done, failed

@@ -7,21 +7,58 @@ depends on MLflow's global "active run" state.
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 import os
+import random
 import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from pruning_bench.errors import BenchError
 
+if TYPE_CHECKING:
+    from pruning_bench.claims import Claim, ClaimView
+
 PARENT_TAG = "mlflow.parentRunId"
+LOCK_RETRY_SECONDS = 120.0  # how long a write waits for another process's SQLite lock
+
+
+def is_lock_error(err: BaseException) -> bool:
+    """SQLite's "database is locked" / "busy", however MLflow and SQLAlchemy wrap it."""
+    text = str(err).lower()
+    return "database is locked" in text or "database table is locked" in text or "sqlite_busy" in text
+
+
+class RetryingClient:
+    """An ``MlflowClient`` whose calls retry with backoff while another process holds the SQLite lock
+    (several workers writing one embedded store); any other error passes through at once."""
+
+    def __init__(self, client: Any, patience: float = LOCK_RETRY_SECONDS) -> None:
+        self._client, self._patience = client, patience
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            delay, deadline = 0.05, time.monotonic() + self._patience
+            while True:
+                try:
+                    return attr(*args, **kwargs)
+                except Exception as err:
+                    if not is_lock_error(err) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(delay * random.uniform(0.5, 1.5))
+                    delay = min(delay * 2, 2.0)
+        return call
 
 
 def default_tracking_uri(results_dir: str | Path) -> str:
@@ -67,6 +104,7 @@ def flatten(prefix: str, value: Any) -> dict[str, str]:
     return {prefix: str(value)[:6000]}
 
 
+@functools.cache
 def git_commit() -> str:
     """The harness's git commit (with ``-dirty`` when the checkout has changes), or ``unknown``."""
     here = Path(__file__).resolve().parent
@@ -120,15 +158,16 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.uri = tracking_uri
-        self.client = MlflowClient(tracking_uri=tracking_uri)
-        try:
-            found = self.client.get_experiment_by_name(experiment)
-        except Exception as err:  # a wrong URI must be one clear line, not a traceback
-            raise BenchError(f"cannot open the MLflow tracking store '{tracking_uri}': {err}") from None
-        if found is None:
-            location = artifact_location(tracking_uri, experiment, artifact_root)
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
-        else:
+        with store_lock(tracking_uri):  # two processes must not create one store or experiment at once
+            self.client = RetryingClient(MlflowClient(tracking_uri=tracking_uri))
+            try:
+                found = self.client.get_experiment_by_name(experiment)
+            except Exception as err:  # a wrong URI must be one clear line, not a traceback
+                raise BenchError(f"cannot open the MLflow tracking store '{tracking_uri}': {err}") from None
+            if found is None:
+                location = artifact_location(tracking_uri, experiment, artifact_root)
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+        if found is not None:
             warn_local_artifacts(tracking_uri, found)
             self.experiment_id = found.experiment_id
 
@@ -147,14 +186,22 @@ class Tracker:
     @contextmanager
     def run(self, name: str, *, tags: Mapping[str, str] | None = None, params: Mapping[str, str] | None = None,
             parent_id: str | None = None) -> Iterator[str]:
-        """A run that ends FINISHED, FAILED on an error, or KILLED on Ctrl-C."""
-        all_tags = {"mlflow.runName": name, **(tags or {})}
+        """A run that ends FINISHED, FAILED on an error, or KILLED on Ctrl-C. It carries its owner's
+        identity and heartbeat tags, so a crash leaves a run that the next sweep sees is stale."""
+        from pruning_bench.claims import owner_tags
+
+        all_tags = {"mlflow.runName": name, **(tags or {}), **owner_tags()}
         if parent_id:
             all_tags[PARENT_TAG] = parent_id
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
-        run_id = run.info.run_id
+        run_id = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags).info.run_id
         if params:
             self.log_params(run_id, params)
+        with self.running(run_id):
+            yield run_id
+
+    @contextmanager
+    def running(self, run_id: str) -> Iterator[str]:
+        """End ``run_id`` FINISHED when the block ends, FAILED on an error, KILLED on Ctrl-C."""
         try:
             yield run_id
         except KeyboardInterrupt:
@@ -164,6 +211,49 @@ class Tracker:
             self.client.set_terminated(run_id, "FAILED")
             raise
         self.client.set_terminated(run_id, "FINISHED")
+
+    # ---- claims (pruning_bench.claims) ------------------------------------------------------------------
+    def runs_with_key(self, key: str) -> list[ClaimView]:
+        """The active (not deleted) runs of a trial key in this experiment."""
+        from pruning_bench.claims import ClaimView
+
+        return [ClaimView.of(r) for r in self.client.search_runs(
+            [self.experiment_id], f"tags.trial_key = '{key}'", max_results=1000)]
+
+    def claim_run(self, name: str, key: str, *, tags: Mapping[str, str], parent_id: str | None,
+                  rerun: bool = False) -> Claim:
+        """Claim ``key`` with a RUNNING run named ``name`` (see :mod:`pruning_bench.claims`)."""
+        from pruning_bench.claims import claim, owner_tags
+
+        def create() -> str:
+            all_tags = {"mlflow.runName": name, **tags, "trial_key": key, **owner_tags()}
+            if parent_id:
+                all_tags[PARENT_TAG] = parent_id
+            return self.client.create_run(self.experiment_id, run_name=name, tags=all_tags).info.run_id
+
+        return claim(lambda: self.runs_with_key(key), create, self.client.delete_run, self.mark_stale,
+                     rerun=rerun)
+
+    def mark_stale(self, view: ClaimView, reason: str) -> None:
+        """End a dead owner's RUNNING run FAILED, saying why."""
+        self.client.set_tag(view.run_id, "outcome", "failed")
+        self.client.set_tag(view.run_id, "outcome_detail", f"stale claim: {reason}")
+        self.client.set_terminated(view.run_id, "FAILED")
+
+    def reap_stale(self) -> list[tuple[str, str]]:
+        """Mark every RUNNING run of this experiment whose owner is gone FAILED (trials and sweeps);
+        returns (run name, reason) of each."""
+        from pruning_bench.claims import ClaimView, stale_reason
+
+        reaped = []
+        for run in self.client.search_runs([self.experiment_id], "attributes.status = 'RUNNING'",
+                                           max_results=10_000):
+            view = ClaimView.of(run)
+            reason = stale_reason(view)
+            if reason is not None:
+                self.mark_stale(view, reason)
+                reaped.append((view.tags.get("mlflow.runName", view.run_id), reason))
+        return reaped
 
     def log_params(self, run_id: str, params: Mapping[str, str]) -> None:
         from mlflow.entities import Param
@@ -197,3 +287,37 @@ class Tracker:
 
     def log_artifact(self, run_id: str, path: Path) -> None:
         self.client.log_artifact(run_id, str(path))
+
+
+def store_has_experiment(uri: str, experiment: str) -> bool:
+    """Whether ``uri`` holds ``experiment``, without creating the store or the experiment (a local SQLite
+    file that does not exist yet holds nothing)."""
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return False
+    _quiet_mlflow()
+    from mlflow.tracking import MlflowClient
+
+    try:
+        with store_lock(uri):
+            return RetryingClient(MlflowClient(tracking_uri=uri)).get_experiment_by_name(experiment) is not None
+    except Exception as err:  # a wrong URI must be one clear line, not a traceback
+        raise BenchError(f"cannot open the MLflow tracking store '{uri}': {err}") from None
+
+
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """An exclusive lock on a local SQLite store's creation (MLflow migrates a new database's schema on
+    first open; two processes doing it at once fail); other stores need none."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    path = Path(uri.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

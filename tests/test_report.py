@@ -338,3 +338,12 @@ def test_a_row_alone_in_its_column_is_not_marked_best():
                                           ("nm", 0.5): [0.9, 0.91]}), "synthetic")
     best = report.cells.set_index("method")["best"].to_dict()
     assert best == {"a": True, "b": False, "nm": False}
+
+
+def test_cpu_runs_on_different_thread_counts_are_warned_about():
+    runs = synthetic_runs({("a", 0.9): [0.8, 0.81], ("b", 0.9): [0.7, 0.72]})
+    runs["tags.device"] = ["cpu (1 threads)", "cpu (1 threads)", "cpu (2 threads)", "cpu (2 threads)"]
+    runs["tags.threads"] = ["1", "1", "2", "2"]
+    assert any("different torch thread counts (1, 2)" in w for w in build_report(runs, "synthetic").warnings)
+    runs["tags.threads"] = "2"
+    assert not any("thread counts" in w for w in build_report(runs, "synthetic").warnings)
