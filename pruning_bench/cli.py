@@ -148,8 +148,12 @@ def parse_seeds(value: str | None) -> list[int] | None:
               show_default=True, help="Where the MLflow store, checkpoints and reports go.")
 @click.option("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
                                      "sqlite:///<results-dir>/mlflow.db).")
-@click.option("--data-dir", help="Directory holding the data set files (CIFAR); overrides the suite's.")
-@click.option("--download", is_flag=True, help="Download the data set if it is missing (needs network).")
+@click.option("--data-dir", help="Where downloadable data sets (CIFAR) are read from and downloaded to "
+                                 "(default: the suite's data_dir, else $PRUNING_BENCH_DATA, else "
+                                 "$XDG_CACHE_HOME/pruning_bench or ~/.cache/pruning_bench).")
+@click.option("--download/--no-download", default=None,
+              help="Download a missing data set (the default, unless the suite sets download = false); "
+                   "--no-download fails instead, naming the files to fetch by hand.")
 @click.option("--plugin", "plugins", multiple=True, type=click.Path(dir_okay=False),
               help="A Python file defining extra Method classes (repeatable).")
 @click.option("--device", help="torch device, e.g. cuda:1 or cpu (default: CUDA when present, else CPU).")
@@ -177,7 +181,7 @@ def parse_seeds(value: str | None) -> list[int] | None:
 def run(suite_name: str, methods: str | None, sparsities: str | None, seeds: str | None, epochs: float | None,
         budgets: str | None, budget_unit: str | None, budget_seconds: float | None,
         budget_policy: str | None, results_dir: Path, tracking_uri: str | None, data_dir: str | None,
-        download: bool, plugins: tuple[str, ...], device: str | None, jobs: int, executor: str | None,
+        download: bool | None, plugins: tuple[str, ...], device: str | None, jobs: int, executor: str | None,
         ray_address: str | None, cpus_per_trial: float, gpus_per_trial: float, threads: int | None,
         checkpoint_every: float | None, rerun: bool, dry_run: bool, save_model: bool, no_progress: bool) -> None:
     """Run a grid of trials (method x target sparsity x seed) and record each in MLflow.
@@ -216,8 +220,8 @@ def run(suite_name: str, methods: str | None, sparsities: str | None, seeds: str
                          f"'seconds' under [budget] in {suite.source}")
     if data_dir is not None:
         overrides["dataset.data_dir"] = data_dir
-    if download:
-        overrides["dataset.download"] = True
+    if download is not None:
+        overrides["dataset.download"] = download
     suite = suite.with_overrides(**overrides)
     registry = default_registry(plugins)
     for name in suite.method_params:

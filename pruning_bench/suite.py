@@ -22,9 +22,12 @@ from pruning_bench.errors import BenchError, unknown_choice
 
 @dataclass(frozen=True)
 class DatasetSpec:
+    """``[dataset]``: ``data_dir`` defaults to the per-user data cache (pruning_bench.data.download.data_home);
+    missing files are downloaded there unless ``download = false``."""
+
     name: str
     data_dir: str | None = None
-    download: bool = False
+    download: bool = True
     val_fraction: float = 0.1
     options: dict[str, Any] = field(default_factory=dict)
 

@@ -102,7 +102,7 @@ def test_dry_run_prints_plan_and_records_nothing(tmp_path):
     (["run", "--suite", "smoke", "--sparsities", "abc"], "'abc' is not a number"),
     (["run", "--suite", "smoke", "--seeds", "x"], "--seeds: 'x' is not a count"),
     (["run", "--suite", "smoke", "--epochs", "0"], "--epochs must be > 0"),
-    (["run", "--suite", "cifar10", "--data-dir", "/nonexistent/cifar"], "/nonexistent/cifar"),
+    (["run", "--suite", "cifar10", "--data-dir", "/nonexistent/cifar", "--no-download"], "/nonexistent/cifar"),
     (["run", "--suite", "smoke", "--plugin", "/nonexistent/plugin.py"], "plugin file"),
     (["report", "--suite", "never_ran"], "no runs recorded for suite 'never_ran'"),
     (["run", "--suite", "smoke", "--device", "gpu0"], "--device 'gpu0' is not a torch device"),

@@ -93,19 +93,19 @@ def test_cifar100_round_trip(tmp_path: Path) -> None:
     assert load_dataset("cifar100", seed=0, val_fraction=0.5, data_dir=str(tmp_path)).n_val == 3
 
 
-def test_cifar_missing_data(tmp_path: Path) -> None:
+def test_cifar_missing_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     missing = tmp_path / "nowhere"
     with pytest.raises(BenchError, match="CIFAR-10 not found") as err:
-        load_dataset("cifar10", seed=0, data_dir=str(missing))
+        load_dataset("cifar10", seed=0, data_dir=str(missing), download=False)
     assert str(missing / "cifar-10-batches-py") in str(err.value)
     assert "data_batch_1..5" in str(err.value) and "--data-dir" in str(err.value)
-    with pytest.raises(BenchError, match="no data directory given"):
-        load_dataset("cifar100", seed=0)
-    with pytest.raises(BenchError, match="needs a directory"):
-        load_dataset("cifar10", seed=0, download=True)
+    monkeypatch.setenv("PRUNING_BENCH_DATA", str(tmp_path / "cache"))  # no data_dir: the data cache
+    with pytest.raises(BenchError, match="CIFAR-100 not found") as err:
+        load_dataset("cifar100", seed=0, download=False)
+    assert str(tmp_path / "cache" / "cifar-100-python") in str(err.value)
     _make_cifar10(tmp_path / "partial")
     (tmp_path / "partial" / "cifar-10-batches-py" / "test_batch").unlink()
-    with pytest.raises(BenchError, match=r"missing: test_batch"):
+    with pytest.raises(BenchError, match=r"missing: test_batch"):  # never downloaded over
         load_dataset("cifar10", seed=0, data_dir=str(tmp_path / "partial"))
 
 

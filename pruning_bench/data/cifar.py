@@ -1,4 +1,9 @@
-"""CIFAR-10 / CIFAR-100 read from the official "python version" pickles on disk."""
+"""CIFAR-10 / CIFAR-100 read from the official "python version" pickles, downloaded into the data cache.
+
+The archive's URL and MD5 can be replaced (a mirror, a test server) by the ``url`` / ``md5`` parameters of
+:func:`load_cifar` or the environment variables ``PRUNING_BENCH_CIFAR10_URL`` / ``PRUNING_BENCH_CIFAR10_MD5``
+(``CIFAR100`` likewise).
+"""
 
 from __future__ import annotations
 
@@ -11,10 +16,10 @@ import numpy as np
 import torch
 
 from pruning_bench.data.bundle import RawDataset
+from pruning_bench.data.download import Archive, data_home, fetch, one_line, source_override
 from pruning_bench.errors import BenchError
 
 OPTIONS: dict[str, Any] = {}
-_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 
 
 @dataclass(frozen=True)
@@ -28,7 +33,8 @@ class CifarSpec:
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    torchvision_class: str
+    url: str  # the published archive (torchvision's URL and MD5)
+    md5: str
 
 
 SPECS = {
@@ -42,7 +48,8 @@ SPECS = {
         num_classes=10,
         mean=(0.4914, 0.4822, 0.4465),
         std=(0.2470, 0.2435, 0.2616),
-        torchvision_class="CIFAR10",
+        url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        md5="c58f30108f718f92721af3b95e74349a",
     ),
     "cifar100": CifarSpec(
         title="CIFAR-100",
@@ -54,13 +61,19 @@ SPECS = {
         num_classes=100,
         mean=(0.5071, 0.4865, 0.4409),
         std=(0.2673, 0.2564, 0.2762),
-        torchvision_class="CIFAR100",
+        url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        md5="eb9058c3a382ffc7106e4002c42a8d85",
     ),
 }
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(f"{type(exc).__name__}: {exc}".split())
+def archive(name: str, url: str | None = None, md5: str | None = None) -> Archive:
+    """The archive of data set ``name``: ``url`` / ``md5``, else $PRUNING_BENCH_<NAME>_URL / _MD5, else the
+    published ones."""
+    spec = SPECS[name]
+    return Archive(title=spec.title, url=source_override(name, "url", spec.url, url),
+                   md5=source_override(name, "md5", spec.md5, md5), folder=spec.folder,
+                   files=spec.train_files + spec.test_files, expected=spec.expected)
 
 
 def _find_dir(spec: CifarSpec, data_dir: Path) -> Path | None:
@@ -75,32 +88,19 @@ def _expected_dir(spec: CifarSpec, data_dir: Path) -> Path:
     return data_dir if data_dir.name == spec.folder else data_dir / spec.folder
 
 
-def _not_found(spec: CifarSpec, data_dir: Path | None) -> BenchError:
-    where = f"{_expected_dir(spec, data_dir)}/" if data_dir is not None else f"DIR/{spec.folder}/"
-    missing = ""
-    if data_dir is not None:
-        folder = _expected_dir(spec, data_dir)
-        absent = [f for f in spec.train_files + spec.test_files if not (folder / f).is_file()]
-        if folder.is_dir() and absent:
-            missing = f" (missing: {', '.join(absent)})"
-    given = "" if data_dir is not None else " (no data directory given)"
-    return BenchError(
-        f"{spec.title} not found{given}: expected {where}{spec.expected}{missing} "
-        f"(the 'python version' from {_URL}); pass --data-dir DIR or set data_dir in the suite, "
-        "or --download where the network allows"
-    )
-
-
-def _download(spec: CifarSpec, data_dir: Path) -> None:
-    root = data_dir.parent if data_dir.name == spec.folder else data_dir
-    try:
-        import torchvision.datasets as tvd
-
-        cls = getattr(tvd, spec.torchvision_class)
-        cls(root=str(root), train=True, download=True)
-        cls(root=str(root), train=False, download=True)
-    except Exception as exc:
-        raise BenchError(f"downloading {spec.title} into {root} failed: {_one_line(exc)}") from exc
+def _obtain(spec: CifarSpec, data_dir: Path, download: bool, source: Archive) -> Path:
+    """Download the data set into ``data_dir`` when allowed; a partial copy there is never overwritten."""
+    folder = _expected_dir(spec, data_dir)
+    absent = [f for f in spec.train_files + spec.test_files if not (folder / f).is_file()]
+    if folder.is_dir() and any(folder.iterdir()):
+        raise BenchError(f"{spec.title} in {folder}/ is incomplete (missing: {', '.join(absent)}): delete that "
+                         f"directory to download it again, or copy the files from {source.url} (the 'python "
+                         "version')")
+    if not download:
+        raise BenchError(f"{spec.title} not found: expected {folder}/{spec.expected} and downloading is off "
+                         f"(--no-download, or download = false in the suite): fetch {source.url} by hand "
+                         f"(md5 {source.md5}) and extract it into {folder.parent}, or pass --data-dir DIR")
+    return fetch(source, folder.parent)
 
 
 def _read_file(spec: CifarSpec, path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -109,7 +109,7 @@ def _read_file(spec: CifarSpec, path: Path) -> tuple[np.ndarray, np.ndarray]:
         with open(path, "rb") as fh:
             obj = pickle.load(fh, encoding="latin1")
     except Exception as exc:
-        raise BenchError(f"cannot read {spec.title} file {path}: {_one_line(exc)}") from exc
+        raise BenchError(f"cannot read {spec.title} file {path}: {one_line(exc)}") from exc
     if not isinstance(obj, dict):
         raise BenchError(f"{spec.title} file {path} is not a CIFAR batch (a {type(obj).__name__}, not a dict)")
     obj = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
@@ -134,18 +134,17 @@ def _read_split(spec: CifarSpec, folder: Path, files: tuple[str, ...]) -> tuple[
     return torch.from_numpy(x), torch.from_numpy(y)
 
 
-def load_cifar(name: str, data_dir: str | None, download: bool) -> RawDataset:
-    """Official train (50,000) and test (10,000) sets as uint8 (N, 3, 32, 32); augmentation crop_flip."""
+def load_cifar(name: str, data_dir: str | None, download: bool = True, *, url: str | None = None,
+               md5: str | None = None) -> RawDataset:
+    """Official train (50,000) and test (10,000) sets as uint8 (N, 3, 32, 32); augmentation crop_flip.
+
+    Read from ``data_dir`` (default: the data cache, :func:`pruning_bench.data.download.data_home`), which
+    may be the folder the archive unpacks to or its parent; when the files are missing and ``download``
+    is true, the archive (``url``/``md5``, see :func:`archive`) is fetched there first.
+    """
     spec = SPECS[name]
-    root = Path(data_dir).expanduser() if data_dir else None
-    folder = _find_dir(spec, root) if root is not None else None
-    if folder is None and download:
-        if root is None:
-            raise BenchError(f"--download of {spec.title} needs a directory to save into: pass --data-dir DIR")
-        _download(spec, root)
-        folder = _find_dir(spec, root)
-    if folder is None:
-        raise _not_found(spec, root)
+    root = data_home(data_dir)
+    folder = _find_dir(spec, root) or _obtain(spec, root, download, archive(name, url, md5))
     train_x, train_y = _read_split(spec, folder, spec.train_files)
     test_x, test_y = _read_split(spec, folder, spec.test_files)
     return RawDataset(

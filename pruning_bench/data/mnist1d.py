@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from pruning_bench.data.bundle import RawDataset
+from pruning_bench.data.download import data_home
 
 # mnist1d.data.get_dataset_args() without 'url' (checked by a test), copied so that a cache hit does not
 # have to import the package.
@@ -42,7 +43,8 @@ OPTIONS: dict[str, Any] = {"cache_dir": None}
 
 
 def default_cache_dir() -> Path:
-    return Path.home() / ".cache" / "pruning_bench"
+    """The per-user data cache (pruning_bench.data.download.data_home)."""
+    return data_home()
 
 
 def _cache_path(cache_dir: Path) -> Path:

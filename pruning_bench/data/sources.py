@@ -8,6 +8,7 @@ from typing import Any
 
 from pruning_bench.data import cifar, digits, mnist1d, synthetic
 from pruning_bench.data.bundle import DataBundle, RawDataset, resolve_options, split_train_val
+from pruning_bench.data.download import data_home
 from pruning_bench.errors import unknown_choice
 
 Loader = Callable[[str | None, bool, dict[str, Any]], RawDataset]
@@ -17,11 +18,12 @@ Loader = Callable[[str | None, bool, dict[str, Any]], RawDataset]
 class Source:
     loader: Loader
     options: Mapping[str, Any]  # the valid option keys and their defaults
+    cached: bool = False  # files under data_dir, by default the per-user data cache (data.download.data_home)
 
 
 SOURCES: dict[str, Source] = {
-    "cifar10": Source(cifar.load_cifar10, cifar.OPTIONS),
-    "cifar100": Source(cifar.load_cifar100, cifar.OPTIONS),
+    "cifar10": Source(cifar.load_cifar10, cifar.OPTIONS, cached=True),
+    "cifar100": Source(cifar.load_cifar100, cifar.OPTIONS, cached=True),
     "digits": Source(digits.load_digits_source, digits.OPTIONS),
     "mnist1d": Source(mnist1d.load_mnist1d, mnist1d.OPTIONS),
     "smoke": Source(synthetic.load_smoke, synthetic.OPTIONS),
@@ -45,14 +47,19 @@ def load_dataset(
     seed: int,
     val_fraction: float = 0.1,
     data_dir: str | None = None,
-    download: bool = False,
+    download: bool = True,
     options: Mapping[str, Any] | None = None,
 ) -> DataBundle:
-    """Load data set `name`, holding out `val_fraction` of its training set as chosen by `seed`."""
+    """Load data set `name`, holding out `val_fraction` of its training set as chosen by `seed`.
+
+    Files are read from `data_dir` (default: the per-user data cache) and downloaded there first when
+    missing, unless `download` is false."""
     if name not in SOURCES:
         raise unknown_choice("dataset", name, available_datasets())
     source = SOURCES[name]
     resolved = resolve_options(name, options, source.options)
+    if source.cached:  # resolved before keying the in-process cache, which then follows $PRUNING_BENCH_DATA
+        data_dir = str(data_home(data_dir))
     data_dir = str(data_dir) if data_dir is not None else None
     key = (name, data_dir, tuple(sorted((k, repr(v)) for k, v in resolved.items())))
     raw = _CACHE.get(key)

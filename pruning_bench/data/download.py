@@ -1,0 +1,175 @@
+"""The per-user data cache and verified, all-or-nothing archive downloads.
+
+Downloadable data sets live in one directory per user: ``--data-dir`` (or a suite's ``data_dir``), else
+``$PRUNING_BENCH_DATA``, else ``$XDG_CACHE_HOME/pruning_bench`` (``~/.cache/pruning_bench``). An archive is
+downloaded into a temporary directory beside its target, checked against its published MD5, extracted
+there and renamed into place, so an interrupted or corrupt download never leaves a half-written data set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pruning_bench.errors import BenchError
+
+DATA_ENV = "PRUNING_BENCH_DATA"
+TIMEOUT_S = 60.0  # per network operation (connect, each read), not the whole download
+_CHUNK = 1 << 20
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as ``Type: message`` on one line."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
+def cache_root() -> Path:
+    """``$XDG_CACHE_HOME/pruning_bench`` (an absolute XDG_CACHE_HOME only), else ``~/.cache/pruning_bench``."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    return (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache") / "pruning_bench"
+
+
+def data_home(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where downloadable data sets live: ``data_dir``, else ``$PRUNING_BENCH_DATA``, else :func:`cache_root`."""
+    chosen = data_dir or os.environ.get(DATA_ENV) or cache_root()
+    return Path(chosen).expanduser()
+
+
+def source_override(name: str, what: str, default: str, given: str | None = None) -> str:
+    """``given``, else ``$PRUNING_BENCH_<NAME>_<WHAT>`` (e.g. PRUNING_BENCH_CIFAR10_URL), else ``default``."""
+    return given or os.environ.get(f"PRUNING_BENCH_{name.upper()}_{what.upper()}") or default
+
+
+@dataclass(frozen=True)
+class Archive:
+    """A published tar archive holding one top-level ``folder`` with ``files`` in it."""
+
+    title: str                # e.g. CIFAR-10
+    url: str
+    md5: str
+    folder: str               # the directory the archive unpacks to, e.g. cifar-10-batches-py
+    files: tuple[str, ...]    # what must be in it afterwards
+    expected: str             # the files, in words, for messages
+
+
+def fetch(archive: Archive, root: Path) -> Path:
+    """Download, verify and unpack ``archive`` into ``root/<folder>``, all or nothing; returns that folder.
+
+    Raises BenchError (one line naming the directory, the files and the URL) when the download fails, the
+    checksum differs or the archive lacks a file; then neither the folder nor a temporary file is left,
+    nor the directories this call created.
+    """
+    created = _make_dirs(root, archive)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{archive.folder}-", suffix=".partial", dir=root))
+    done = False
+    try:
+        tarball = scratch / (Path(urlparse(archive.url).path).name or "archive.tar.gz")
+        _check_md5(archive, root, _download(archive, root, tarball))
+        unpacked = _unpack(archive, root, tarball, scratch / "unpacked")
+        folder = _move_into_place(archive, unpacked, root / archive.folder)
+        done = True
+        print(f"Downloaded {archive.title} from {archive.url} into {folder} (md5 verified)", file=sys.stderr)
+        return folder
+    finally:  # also on Ctrl-C
+        shutil.rmtree(scratch, ignore_errors=True)
+        for path in created if not done else []:
+            _remove_if_empty(path)
+
+
+def _make_dirs(root: Path, archive: Archive) -> list[Path]:
+    """Create ``root`` and its missing parents; returns the ones created, deepest first."""
+    created = [path for path in (root, *root.parents) if not path.exists()]
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BenchError(f"cannot create the data directory {root} for {archive.title} ({one_line(exc)}); "
+                         f"pass --data-dir DIR or set {DATA_ENV} to a writable directory") from None
+    return created
+
+
+def _remove_if_empty(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not empty: someone else's files stay
+        path.rmdir()
+
+
+def _by_hand(archive: Archive, root: Path) -> str:
+    return (f"fetch {archive.url} by hand (md5 {archive.md5}) and extract it into {root}, "
+            "or pass --data-dir DIR")
+
+
+def _download(archive: Archive, root: Path, dest: Path) -> str:
+    """Stream ``archive.url`` into ``dest`` (a line on stderr, and a progress bar there when it is a
+    terminal); returns the MD5 of the bytes."""
+    from tqdm.auto import tqdm
+
+    digest = hashlib.md5(usedforsecurity=False)
+    print(f"Downloading {archive.title} from {archive.url} into {root} ...", file=sys.stderr, flush=True)
+    try:
+        with urllib.request.urlopen(archive.url, timeout=TIMEOUT_S) as response, open(dest, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
+                      desc=archive.title, leave=False, disable=None) as bar:
+                while chunk := response.read(_CHUNK):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    bar.update(len(chunk))
+    except (OSError, http.client.HTTPException, ValueError) as exc:  # no network, HTTP 404, timeout, bad URL
+        raise BenchError(f"{archive.title} not found in {root / archive.folder}/ ({archive.expected}) and "
+                         f"downloading it failed ({one_line(exc)}): {_by_hand(archive, root)}") from None
+    return digest.hexdigest()
+
+
+def _check_md5(archive: Archive, root: Path, got: str) -> None:
+    if got != archive.md5.lower():
+        raise BenchError(f"{archive.title} download from {archive.url} has md5 {got}, not the expected "
+                         f"{archive.md5} (corrupt or not the published file; nothing was kept): try again, or "
+                         f"fetch it by hand and extract it into {root}, or pass --data-dir DIR")
+
+
+def _unpack(archive: Archive, root: Path, tarball: Path, into: Path) -> Path:
+    """Extract ``tarball`` (safely: no absolute paths, links out or devices) and check the files."""
+    try:
+        with tarfile.open(tarball, "r:*") as tar:
+            if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4
+                tar.extractall(into, filter="data")
+            else:
+                _check_members(tar)
+                tar.extractall(into)
+    except (tarfile.TarError, OSError) as exc:
+        raise BenchError(f"cannot extract {archive.title} from {archive.url} ({one_line(exc)}): "
+                         f"{_by_hand(archive, root)}") from None
+    folder = into / archive.folder
+    missing = [f for f in archive.files if not (folder / f).is_file()]
+    if missing:
+        raise BenchError(f"the {archive.title} archive from {archive.url} has no {archive.folder}/"
+                         f"{', '.join(missing)}: {_by_hand(archive, root)}")
+    return folder
+
+
+def _check_members(tar: tarfile.TarFile) -> None:
+    """Only plain files and directories with relative paths inside the archive."""
+    for member in tar.getmembers():
+        parts = Path(member.name).parts
+        if not (member.isfile() or member.isdir()) or Path(member.name).is_absolute() or ".." in parts:
+            raise tarfile.TarError(f"unexpected member '{member.name}'")
+
+
+def _move_into_place(archive: Archive, unpacked: Path, target: Path) -> Path:
+    """Rename the unpacked folder onto ``target`` (absent or empty); another process's complete copy wins."""
+    try:
+        os.rename(unpacked, target)
+    except OSError as exc:
+        if not all((target / f).is_file() for f in archive.files):
+            raise BenchError(f"cannot move the downloaded {archive.title} into {target} ({one_line(exc)}); "
+                             "remove what is there and run again") from None
+    return target
