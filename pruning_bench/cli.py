@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import tomllib
 from pathlib import Path
@@ -106,23 +107,38 @@ def parse_sparsities(value: str | None) -> list[float] | None:
     return out
 
 
+SEED_FORMS = "give seeds like 0, 0,1,2 or 0-4"
+MAX_SEEDS = 10_000  # in one --seeds value: a typo like 0-100000 fails fast instead of planning for minutes
+
+
 def parse_seeds(value: str | None) -> list[int] | None:
-    """``0,1,2`` is a list of seeds; a single number ``3`` is a count (seeds 0, 1, 2)."""
+    """``0`` is seed 0, ``0,1,2`` those seeds, ``0-4`` seeds 0 to 4, ``0-2,7`` both forms; a seed given
+    twice runs once (first position kept). None when not given."""
     if value is None:
         return None
-    items = _split(value)
-    try:
-        numbers = [int(v) for v in items]
-    except ValueError:
-        raise BenchError(f"--seeds: '{value}' is not a count (e.g. 3) or a list of integers "
-                         "(e.g. 0,1,2)") from None
-    if len(numbers) == 1 and "," not in value:
-        if numbers[0] < 1:
-            raise BenchError(f"--seeds: a count must be at least 1, got {numbers[0]}")
-        return list(range(numbers[0]))
-    if not numbers:
-        raise BenchError("--seeds is empty; give a count (e.g. 3) or a list (e.g. 0,1,2)")
-    return numbers
+    if not value.strip():
+        raise BenchError(f"--seeds is empty; {SEED_FORMS}")
+    seeds = [seed for item in value.split(",") for seed in _seed_item(item.strip(), value)]
+    if len(seeds) > MAX_SEEDS:
+        raise BenchError(f"--seeds: '{value}' is {len(seeds):,} seeds; at most {MAX_SEEDS:,} in one run")
+    return list(dict.fromkeys(seeds))
+
+
+def _seed_item(item: str, value: str) -> range:
+    """One item of a --seeds list: ``N`` or ``A-B`` (inclusive, A <= B)."""
+    match = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", item)
+    if match is None:
+        if not item:
+            raise BenchError(f"--seeds: '{value}' has an empty item; {SEED_FORMS}")
+        if re.fullmatch(r"-\s*\d.*", item):
+            raise BenchError(f"--seeds: '{item}' is negative; seeds are integers >= 0; {SEED_FORMS}")
+        raise BenchError(f"--seeds: '{item}' is not a seed or a range of seeds; {SEED_FORMS}")
+    first, last = int(match[1]), int(match[2] if match[2] is not None else match[1])
+    if last < first:
+        raise BenchError(f"--seeds: '{item}' is a reversed range; write {last}-{first}")
+    if last - first >= MAX_SEEDS:
+        raise BenchError(f"--seeds: '{item}' is {last - first + 1:,} seeds; at most {MAX_SEEDS:,} in one run")
+    return range(first, last + 1)
 
 
 @main.command()
@@ -132,7 +148,8 @@ def parse_seeds(value: str | None) -> list[int] | None:
                                "NAME[key=value,...] runs a variant with other parameters, e.g. "
                                "'imp,imp[prune_fraction=0.5]'.")
 @click.option("--sparsities", help="Comma-separated target sparsities in (0,1), e.g. 0.5,0.9 (default: the suite's).")
-@click.option("--seeds", help="A count (3 = seeds 0,1,2) or a list (0,1,2) (default: the suite's).")
+@click.option("--seeds", help="Seeds: a list with ranges, e.g. 0, 0,1,2, 0-4 or 0-2,7; a bare number is that "
+                             "one seed (default: the suite's).")
 @click.option("--epochs", type=float, help="Override the suite's base budget (1x) in epochs (for quick runs).")
 @click.option("--budgets", help="Budget multiples of the suite's base run to sweep, e.g. 1,4,12 "
                                 "(default: the suite's budget.multiples).")
@@ -189,7 +206,7 @@ def run(suite_name: str, methods: str | None, sparsities: str | None, seeds: str
     Finished trials (same configuration, same key) are skipped, so repeating a command resumes an
     interrupted sweep. A method whose own algorithm does not fit a budget is recorded as such (with the
     budget it needs), never run as something else.
-    Example: bench run --suite mnist1d --methods snip,imp --sparsities 0.8,0.9 --budgets 1,4 --seeds 3
+    Example: bench run --suite mnist1d --methods snip,imp --sparsities 0.8,0.9 --budgets 1,4 --seeds 0-2
     """
     answer_key = None
     if not (rerun or dry_run):  # a repeated command with nothing left to do: answered without torch/MLflow

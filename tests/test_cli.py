@@ -19,7 +19,7 @@ def store(tmp_path_factory):
     """One real smoke sweep of three methods, shared by the tests below."""
     root = tmp_path_factory.mktemp("store")
     result = bench("run", "--suite", "smoke", "--methods", "dense,global_magnitude,snip",
-                   "--sparsities", "0.5,0.8", "--seeds", "2", "--epochs", "2", "--results-dir", str(root),
+                   "--sparsities", "0.5,0.8", "--seeds", "0,1", "--epochs", "2", "--results-dir", str(root),
                    "--no-progress")
     assert result.exit_code == 0, result.output
     return root, result.output
@@ -73,7 +73,7 @@ def test_layer_table_artifact(store):
 def test_second_identical_run_runs_nothing(store):
     root, _ = store
     result = bench("run", "--suite", "smoke", "--methods", "dense,global_magnitude,snip",
-                   "--sparsities", "0.5,0.8", "--seeds", "2", "--epochs", "2", "--results-dir", str(root),
+                   "--sparsities", "0.5,0.8", "--seeds", "0,1", "--epochs", "2", "--results-dir", str(root),
                    "--no-progress")
     assert result.exit_code == 0
     assert "Nothing to run: all 10 trials" in result.output
@@ -100,7 +100,7 @@ def test_dry_run_prints_plan_and_records_nothing(tmp_path):
     (["run", "--suite", "smoke", "--methods", "snipp"], "unknown method 'snipp'. Did you mean 'snip'?"),
     (["run", "--suite", "smoke", "--sparsities", "0.5,1.2"], "sparsity 1.2 is out of range"),
     (["run", "--suite", "smoke", "--sparsities", "abc"], "'abc' is not a number"),
-    (["run", "--suite", "smoke", "--seeds", "x"], "--seeds: 'x' is not a count"),
+    (["run", "--suite", "smoke", "--seeds", "x"], "--seeds: 'x' is not a seed or a range of seeds"),
     (["run", "--suite", "smoke", "--epochs", "0"], "--epochs must be > 0"),
     (["run", "--suite", "cifar10", "--data-dir", "/nonexistent/cifar", "--no-download"], "/nonexistent/cifar"),
     (["run", "--suite", "smoke", "--plugin", "/nonexistent/plugin.py"], "plugin file"),
@@ -218,7 +218,7 @@ def test_interrupted_sweep_resumes_without_redoing_finished_trials(tmp_path, mon
     marker.write_text("x")
     monkeypatch.setenv("INTERRUPT_MARKER", str(marker))
     args = ["run", "--suite", "smoke", "--plugin", str(plugin), "--methods", "interrupting", "--sparsities",
-            "0.5", "--seeds", "3", "--epochs", "1", "--results-dir", str(tmp_path), "--no-progress"]
+            "0.5", "--seeds", "0-2", "--epochs", "1", "--results-dir", str(tmp_path), "--no-progress"]
     first = CliRunner().invoke(main, args)
     assert first.exit_code != 0 and "run the same command again to resume" in first.output
     from pruning_bench.report import load_runs
@@ -234,7 +234,7 @@ def test_interrupted_sweep_resumes_without_redoing_finished_trials(tmp_path, mon
 
 def test_parallel_jobs_record_the_same_results_as_sequential(store, tmp_path):
     root, _ = store
-    result = bench("run", "--suite", "smoke", "--methods", "snip", "--sparsities", "0.5", "--seeds", "2",
+    result = bench("run", "--suite", "smoke", "--methods", "snip", "--sparsities", "0.5", "--seeds", "0,1",
                    "--epochs", "2", "--jobs", "2", "--threads", "1", "--results-dir", str(tmp_path), "--no-progress")
     assert result.exit_code == 0, result.output
     assert "Running on 2 worker processes" in result.output
