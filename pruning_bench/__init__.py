@@ -1,7 +1,8 @@
 """pruning_bench: compare neural-network pruning methods under identical compute budgets.
 
-Plugin authors need three names: ``Method`` (subclass it), ``Context`` (what ``run`` receives) and
-``TrainCallback`` (to hook the shared training loop).
+Plugin authors need: ``Method`` (subclass it), ``Context`` (what ``run`` receives) and ``TrainCallback``
+(to hook the shared training loop) for methods; ``register_model`` for model builders; ``register_dataset``
+and ``RawDataset`` (what a loader returns) for data sets.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ __version__ = "0.1.0"
 RESULT_VERSION = "2"
 
 _LAZY = {"Method": "pruning_bench.method", "Context": "pruning_bench.context",
-         "TrainCallback": "pruning_bench.training"}
+         "TrainCallback": "pruning_bench.training", "register_model": "pruning_bench.plugins",
+         "register_dataset": "pruning_bench.plugins", "RawDataset": "pruning_bench.data.bundle"}
 
 
 def __getattr__(name: str) -> Any:  # lazy, so `import pruning_bench` stays cheap

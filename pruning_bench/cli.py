@@ -172,7 +172,8 @@ def _seed_item(item: str, value: str) -> range:
               help="Download a missing data set (the default, unless the suite sets download = false); "
                    "--no-download fails instead, naming the files to fetch by hand.")
 @click.option("--plugin", "plugins", multiple=True, type=click.Path(dir_okay=False),
-              help="A Python file defining extra Method classes (repeatable).")
+              help="A Python file defining extra methods (Method subclasses), models (@register_model) "
+                   "or data sets (@register_dataset) (repeatable).")
 @click.option("--device", help="torch device, e.g. cuda:1 or cpu (default: CUDA when present, else CPU).")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes running trials in parallel (one GPU each where there are several).")
@@ -335,31 +336,52 @@ def report(suite_names: tuple[str, ...], results_dir: Path, tracking_uri: str | 
 
 
 @main.command(name="list")
-@click.argument("what", type=click.Choice(["methods", "suites", "models"]))
-@click.option("--plugin", "plugins", multiple=True, type=click.Path(dir_okay=False))
+@click.argument("what", type=click.Choice(["methods", "suites", "models", "datasets"]))
+@click.option("--plugin", "plugins", multiple=True, type=click.Path(dir_okay=False),
+              help="A plugin file whose methods, models and data sets to list too (repeatable).")
 def list_(what: str, plugins: tuple[str, ...]) -> None:
-    """List registered methods, built-in suites or models."""
-    if what == "methods":
-        from pruning_bench.registry import default_registry
-
-        registry = default_registry(plugins)
-        for name in registry.names():
-            cls = registry.get(name)
-            doc = (cls.__doc__ or "").strip().splitlines()
-            click.echo(f"{name:<20} {doc[0] if doc else ''}")
-    elif what == "suites":
+    """List registered methods, built-in suites, models or data sets (plugins with where they come from)."""
+    if what == "suites":
         from pruning_bench.suite import builtin_suites
 
         for name, path in sorted(builtin_suites().items()):
             suite = load_suite(str(path))
             click.echo(f"{name:<10} {suite.dataset.name:<9} {suite.model.name:<12} "
                        f"{suite.budget.epochs:g} epochs  {suite.description}")
-    else:
-        from pruning_bench.models import available_models
+        return
+    from pruning_bench.registry import default_registry
 
-        for name in available_models():
-            click.echo(name)
-        click.echo("timm:<name>, torchvision:<name>  (any timm / torchvision classifier, random init)")
+    registry = default_registry(plugins)  # also registers the files' models and data sets
+    if what == "methods":
+        for name in registry.names():
+            cls = registry.get(name)
+            doc = (cls.__doc__ or "").strip().splitlines()
+            click.echo(f"{name:<20} {doc[0] if doc else ''}")
+    elif what == "models":
+        from pruning_bench.models import describe_models, plugin_models
+
+        _echo_listing(describe_models(), plugin_models())
+    else:
+        from pruning_bench.data.sources import DESCRIPTIONS, SOURCES
+        from pruning_bench.plugins import DATASETS
+
+        builtin = {name: DESCRIPTIONS.get(name, "") + _options_note(SOURCES[name].options) for name in SOURCES}
+        _echo_listing(builtin, DATASETS.all())
+
+
+def _options_note(options: dict[str, Any]) -> str:
+    return f" (options: {', '.join(f'{k}={v!r}' for k, v in options.items())})" if options else ""
+
+
+def _echo_listing(builtin: dict[str, str], plugins: dict[str, Any]) -> None:
+    """Built-in names with descriptions, then plugins with their options and origin."""
+    width = max(map(len, [*builtin, *plugins]), default=0) + 2
+    for name, description in builtin.items():
+        click.echo(f"{name:<{width}}{description}")
+    for name, plugin in plugins.items():
+        options = plugin.describe_options()
+        click.echo(f"{name:<{width}}{plugin.description}{f' (options: {options})' if options else ''}  "
+                   f"[plugin: {plugin.origin}]")
 
 
 @main.command()

@@ -5,7 +5,8 @@ those import torch; asking MLflow which keys are finished imports MLflow: about 
 2-core machine, paid by every repeated command and every resumed sweep. So the first time a command
 has nothing left to run, its answer is remembered in the results directory: the plan's trial keys and
 the text it printed, under a fingerprint of everything that decides the plan (the command's options,
-the suite and plugin files' contents, the harness's files and version, the installed method plugins).
+the suite and plugin files' contents, the harness's files and version, the installed method, model
+and data-set plugins).
 
 The next identical command reads the local SQLite store with :mod:`sqlite3` (read-only, no MLflow):
 when every key still has a FINISHED run, nothing is RUNNING, and the experiment's runs are exactly as
@@ -62,8 +63,9 @@ def fingerprint(params: Mapping[str, Any], suite_file: str | None) -> str:
         h.update(_content(suite_file).encode())
     for plugin in params.get("plugins") or ():
         h.update(_content(plugin).encode())
-    for ep in entry_points(group="pruning_bench.methods"):
-        h.update(f"{ep.name}={ep.value} {ep.dist.version if ep.dist else ''}".encode())
+    for group in ("pruning_bench.methods", "pruning_bench.models", "pruning_bench.datasets"):
+        for ep in entry_points(group=group):
+            h.update(f"{group}:{ep.name}={ep.value} {ep.dist.version if ep.dist else ''}".encode())
     return h.hexdigest()[:32]
 
 

@@ -1,4 +1,10 @@
-"""Finding method plugins: the ``pruning_bench.methods`` entry-point group and ``--plugin FILE.py``."""
+"""Finding method plugins: the ``pruning_bench.methods`` entry-point group and ``--plugin FILE.py``.
+
+A plugin file may also define models and data sets (``@register_model`` / ``@register_dataset``); loading
+it registers those in their process-wide registries (:mod:`pruning_bench.plugins`). Every process that
+runs trials (a ``--jobs`` worker, a Ray task) loads the same files through :func:`default_registry`, so
+the plan only carries names.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +13,11 @@ import inspect
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
+from types import ModuleType
 
 from pruning_bench.errors import BenchError, unknown_choice
 from pruning_bench.method import Method
+from pruning_bench.plugins import register_module
 
 ENTRY_POINT_GROUP = "pruning_bench.methods"
 
@@ -46,26 +54,37 @@ class MethodRegistry:
             self.register(cls, origin=f"entry point {ep.value}")
 
     def load_file(self, path: str | Path) -> list[str]:
-        """Import a Python file and register every Method subclass defined in it."""
+        """Import a Python file and register every Method subclass defined in it (and its models and data
+        sets); the method names."""
         path = Path(path)
-        if not path.is_file():
-            raise BenchError(f"plugin file '{path}' does not exist")
-        spec = importlib.util.spec_from_file_location(f"pruning_bench_plugin_{path.stem}", path)
-        if spec is None or spec.loader is None:
-            raise BenchError(f"plugin file '{path}' is not an importable Python file")
-        module = importlib.util.module_from_spec(spec)
-        try:
-            spec.loader.exec_module(module)
-        except Exception as err:
-            raise BenchError(f"plugin file '{path}' failed to import: {type(err).__name__}: {err}") from None
+        module = import_plugin_file(path)
         found = [obj for obj in vars(module).values()
                  if inspect.isclass(obj) and issubclass(obj, Method) and obj is not Method
                  and obj.__module__ == module.__name__]
-        if not found:
-            raise BenchError(f"plugin file '{path}' defines no pruning_bench.Method subclass with a `name`")
+        others = register_module(module, origin=str(path.resolve()))
+        if not found and not others:
+            raise BenchError(f"plugin file '{path}' defines no pruning_bench.Method subclass with a `name`, "
+                             "no @register_model builder and no @register_dataset loader")
         for cls in found:
             self.register(cls, origin=str(path))
         return [cls.name for cls in found]
+
+
+def import_plugin_file(path: Path) -> ModuleType:
+    """Execute a plugin file as a fresh module (not added to ``sys.modules``)."""
+    if not path.is_file():
+        raise BenchError(f"plugin file '{path}' does not exist")
+    spec = importlib.util.spec_from_file_location(f"pruning_bench_plugin_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise BenchError(f"plugin file '{path}' is not an importable Python file")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except BenchError as err:
+        raise BenchError(f"plugin file '{path}': {err}") from None
+    except Exception as err:
+        raise BenchError(f"plugin file '{path}' failed to import: {type(err).__name__}: {err}") from None
+    return module
 
 
 def default_registry(plugin_files: tuple[str, ...] | list[str] = ()) -> MethodRegistry:

@@ -53,10 +53,15 @@ def device_for(k: int, device: torch.device) -> str:
 def _validate(suite: Suite, plan: Sequence[Trial], device: str | None) -> torch.device:
     """Fail on a bad device, data or model setting before anything is recorded."""
     from pruning_bench.data import load_dataset
+    from pruning_bench.data.sources import dataset_options
     from pruning_bench.models import build_model
     from pruning_bench.runner import pick_device
 
     dev = pick_device(device)
+    try:  # the name and options, so that a bad key names the suite file
+        dataset_options(suite.dataset.name, suite.dataset.options)
+    except BenchError as err:
+        raise BenchError(f"{suite.source}: {err}") from None
     data = load_dataset(suite.dataset.name, seed=plan[0].seed, val_fraction=suite.dataset.val_fraction,
                         data_dir=suite.dataset.data_dir, download=suite.dataset.download,
                         options=suite.dataset.options)

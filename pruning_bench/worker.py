@@ -1,7 +1,8 @@
 """One trial in any worker: this process, a pool process or a Ray task.
 
-A :class:`TrialJob` is plain data (picklable: plugin classes are found again by name from the plugin
-files). Each worker process keeps its method registry and tracking clients across trials, so imports,
+A :class:`TrialJob` is plain data (picklable: plugin methods, models and data sets are found again by
+name from the plugin files and entry points). Each worker process keeps its method registry (loading the
+plugin files also registers their models and data sets) and tracking clients across trials, so imports,
 plugin loading and store set-up are paid once per worker, not once per trial; data sets are cached by
 :func:`pruning_bench.data.load_dataset` the same way.
 """

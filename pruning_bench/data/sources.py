@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cache, partial
 from typing import Any
 
 from pruning_bench.data import cifar, digits, mnist1d, synthetic
 from pruning_bench.data.bundle import DataBundle, RawDataset, resolve_options, split_train_val
 from pruning_bench.data.download import data_home
-from pruning_bench.errors import unknown_choice
+from pruning_bench.errors import BenchError, unknown_choice
+from pruning_bench.plugins import DATASETS, Plugin
 
 Loader = Callable[[str | None, bool, dict[str, Any]], RawDataset]
 
@@ -33,7 +35,8 @@ _CACHE: dict[tuple[Any, ...], RawDataset] = {}
 
 
 def available_datasets() -> list[str]:
-    return sorted(SOURCES)
+    """Built-in data sets and data-set plugins (entry points imported)."""
+    return sorted({*SOURCES, *DATASETS.all()})
 
 
 def clear_cache() -> None:
@@ -54,14 +57,12 @@ def load_dataset(
 
     Files are read from `data_dir` (default: the per-user data cache) and downloaded there first when
     missing, unless `download` is false."""
-    if name not in SOURCES:
-        raise unknown_choice("dataset", name, available_datasets())
-    source = SOURCES[name]
-    resolved = resolve_options(name, options, source.options)
+    source = find_source(name)
+    resolved = dataset_options(name, options)
     if source.cached:  # resolved before keying the in-process cache, which then follows $PRUNING_BENCH_DATA
         data_dir = str(data_home(data_dir))
     data_dir = str(data_dir) if data_dir is not None else None
-    key = (name, data_dir, tuple(sorted((k, repr(v)) for k, v in resolved.items())))
+    key = (name, source.loader, data_dir, tuple(sorted((k, repr(v)) for k, v in resolved.items())))
     raw = _CACHE.get(key)
     if raw is None:
         raw = source.loader(data_dir, download, resolved)
@@ -83,3 +84,45 @@ def load_dataset(
         std=raw.std,
         augmentation=raw.augmentation,
     )
+
+
+# ---- descriptions and plugins ----------------------------------------------------------------------
+DESCRIPTIONS: dict[str, str] = {
+    "cifar10": "CIFAR-10 (Krizhevsky 2009): 50,000 / 10,000 32x32 colour images, 10 classes, downloaded",
+    "cifar100": "CIFAR-100 (Krizhevsky 2009): 50,000 / 10,000 32x32 colour images, 100 classes, downloaded",
+    "digits": "scikit-learn's bundled 8x8 digits: 1,437 / 360 images, 10 classes",
+    "mnist1d": "MNIST-1D (Greydanus 2020), generated offline: 4,000 / 1,000 signals of length 40, 10 classes",
+    "smoke": "synthetic 1-D signals for tests: one random template per class plus noise",
+}
+
+
+def find_source(name: str) -> Source:
+    """The built-in data set ``name``, else the data-set plugin of that name (BenchError when neither)."""
+    if name in SOURCES:
+        return SOURCES[name]
+    plugin = DATASETS.get(name)
+    if plugin is None:
+        raise unknown_choice("dataset", name, available_datasets())
+    return _plugin_source(plugin)
+
+
+def dataset_options(name: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``options`` over data set ``name``'s defaults; a BenchError naming an unknown or mistyped key."""
+    source = find_source(name)
+    plugin = None if name in SOURCES else DATASETS.get(name)
+    if plugin is not None:
+        plugin.check_options(dict(options or {}))
+    return resolve_options(name, options, source.options)
+
+
+@cache  # one Source (one loader object, part of the data cache's key) per registered plugin
+def _plugin_source(plugin: Plugin) -> Source:
+    return Source(partial(_load_plugin, plugin), dict(plugin.options))
+
+
+def _load_plugin(plugin: Plugin, data_dir: str | None, download: bool, options: dict[str, Any]) -> RawDataset:
+    raw = plugin.call({"data_dir": data_dir, "download": download}, options)
+    if not isinstance(raw, RawDataset):
+        raise BenchError(f"dataset '{plugin.name}' ({plugin.origin}) returned {type(raw).__name__}, not a "
+                         "pruning_bench.RawDataset")
+    return raw

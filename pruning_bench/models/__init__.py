@@ -6,6 +6,12 @@ Names:
 - ``wrn<d>_<k>``, d = 6n+4, k >= 1 (wrn28_2, wrn28_10, wrn16_8): Wide ResNet, Zagoruyko & Komodakis 2016.
 - ``mnist1d_cnn``, ``digits_cnn``, ``smoke_cnn``: small CNNs for the embedded data sets and tests.
 - ``timm:<name>``, ``torchvision:<name>``: any timm / torchvision classification model, random init.
+- plugins: builders registered by entry point (``pruning_bench.models``) or ``--plugin`` file
+  (:mod:`pruning_bench.plugins`).
+
+``options`` (a suite's ``[model]`` keys besides ``name``) are keyword arguments of the builder, checked
+first: against the builder's signature (registry models and plugins), against what the harness sets itself
+(timm, torchvision), and by the library's own strictness (an unknown timm / torchvision keyword is an error).
 
 ``input_shape`` is one sample's shape without the batch dimension: (C, H, W) for images, (C, L) for 1-D
 signals. Every conv / linear layer is a plain ``nn.Conv1d``/``nn.Conv2d``/``nn.Linear`` used once in
@@ -27,8 +33,10 @@ from pruning_bench.models.cifar_vgg import cifar_vgg
 from pruning_bench.models.external import TIMM_PREFIX, TORCHVISION_PREFIX, build_timm, build_torchvision
 from pruning_bench.models.small_nets import digits_cnn, mnist1d_cnn, smoke_cnn
 from pruning_bench.models.wide_resnet import wide_resnet
+from pruning_bench.plugins import MODELS, Plugin, check_type
 
-__all__ = ["MODEL_DESCRIPTIONS", "available_models", "build_model", "describe_models", "model_options"]
+__all__ = ["MODEL_DESCRIPTIONS", "available_models", "build_model", "builtin_model", "describe_models",
+           "model_options", "plugin_models"]
 
 _IMAGE = "images (C, H, W), e.g. (3, 32, 32)"
 _SIGNAL = "1-D signals (C, L), e.g. (1, 40)"
@@ -71,14 +79,34 @@ _SMALL: dict[str, tuple[Callable[..., nn.Module], int]] = {
 }
 
 
+_PATTERN_RE = re.compile(r"resnet\d+|vgg\d+_bn|wrn\d+_\d+")
+
+
 def available_models() -> list[str]:
-    """Concrete registry names (``timm:<name>``/``torchvision:<name>`` and patterns are also buildable)."""
+    """Concrete registry names (``timm:<name>``/``torchvision:<name>``, patterns and plugins are also buildable)."""
     return list(_NAMED)
 
 
 def describe_models() -> dict[str, str]:
     """Name (or pattern / prefix) -> one-line description, for listings."""
     return dict(MODEL_DESCRIPTIONS)
+
+
+def plugin_models() -> dict[str, Plugin]:
+    """Every model plugin (entry points imported), by name."""
+    return MODELS.all()
+
+
+def builtin_model(name: str) -> str | None:
+    """What built-in model ``name`` is or would be (a name, a pattern, a prefix); None when it is free."""
+    if name in _NAMED:
+        return f"model '{name}'"
+    if _PATTERN_RE.fullmatch(name):
+        pattern = next(p for p in ("resnet<d>", "vgg<d>_bn", "wrn<d>_<k>") if name.startswith(p[:3]))
+        return f"model pattern '{pattern}'"
+    if ":" in name:
+        return f"prefix '{name.partition(':')[0]}:'"
+    return None
 
 
 def _check_rank(name: str, input_shape: tuple[int, ...], rank: int) -> None:
@@ -88,20 +116,37 @@ def _check_rank(name: str, input_shape: tuple[int, ...], rank: int) -> None:
 
 
 def model_options(name: str) -> list[str]:
-    """The options (builder keyword arguments) a registry model accepts; ``[]`` when none."""
+    """The options (builder keyword arguments) a registry or plugin model accepts; ``[]`` when none."""
     if name in _SMALL:
-        params = inspect.signature(_SMALL[name][0]).parameters.values()
-        return [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in ("num_classes", "input_shape")]
-    return []
+        return list(_small_defaults(name))
+    plugin = MODELS.get(name) if builtin_model(name) is None else None
+    return list(plugin.options) if plugin else []
+
+
+def _small_defaults(name: str) -> dict[str, Any]:
+    params = inspect.signature(_SMALL[name][0]).parameters.values()
+    return {p.name: p.default for p in params
+            if p.kind is p.KEYWORD_ONLY and p.name not in ("num_classes", "input_shape")}
 
 
 def _check_options(name: str, options: Mapping[str, Any]) -> None:
-    """Registry models: every option must be a keyword of the builder (timm/torchvision check their own)."""
-    valid = model_options(name)
-    for key in options:
+    """Registry models: every option must be a keyword of the builder, of its default's type."""
+    valid = _small_defaults(name) if name in _SMALL else {}
+    for key, value in options.items():
         if key not in valid:
             raise BenchError(f"model '{name}' has no option '{key}' (a [model] key); "
                              f"valid: {', '.join(valid) or '(none)'}")
+        check_type(f"model '{name}'", key, value, valid[key])
+
+
+def _build_plugin(plugin: Plugin, num_classes: int, input_shape: tuple[int, ...],
+                  options: Mapping[str, Any]) -> nn.Module:
+    plugin.check_options(options)
+    model = plugin.call({"num_classes": num_classes, "input_shape": input_shape}, options)
+    if not isinstance(model, nn.Module):
+        raise BenchError(f"model '{plugin.name}' ({plugin.origin}) returned {type(model).__name__}, "
+                         "not a torch.nn.Module")
+    return model
 
 
 def build_model(name: str, *, num_classes: int, input_shape: tuple[int, ...],
@@ -122,7 +167,7 @@ def build_model(name: str, *, num_classes: int, input_shape: tuple[int, ...],
         return build_torchvision(
             name[len(TORCHVISION_PREFIX) :], num_classes=num_classes, input_shape=input_shape, options=options
         )
-    if name in _SMALL or re.fullmatch(r"resnet\d+|vgg\d+_bn|wrn\d+_\d+", name):
+    if name in _SMALL or _PATTERN_RE.fullmatch(name):
         _check_options(name, options)
     if name in _SMALL:
         builder, rank = _SMALL[name]
@@ -140,4 +185,6 @@ def build_model(name: str, *, num_classes: int, input_shape: tuple[int, ...],
     if m := re.fullmatch(r"wrn(\d+)_(\d+)", name):
         _check_rank(name, input_shape, 3)
         return wide_resnet(int(m[1]), int(m[2]), num_classes=num_classes, input_shape=input_shape)
-    raise unknown_choice("model", name, MODEL_DESCRIPTIONS)
+    if ":" not in name and (plugin := MODELS.get(name)) is not None:
+        return _build_plugin(plugin, num_classes, input_shape, options)
+    raise unknown_choice("model", name, {**MODEL_DESCRIPTIONS, **plugin_models()})
