@@ -219,6 +219,10 @@ def run(suite_name: str, methods: str | None, sparsities: str | None, seeds: str
         if answer is not None:
             click.echo(answer)
             return
+    if not dry_run and jobs == 1 and executor in (None, "sequential"):  # this process will train
+        from pruning_bench.cores import register_this_process
+
+        register_this_process()
     from pruning_bench.registry import default_registry
     from pruning_bench.sweep import SweepOptions, run_sweep
     from pruning_bench.trial import MethodSpec, build_plan

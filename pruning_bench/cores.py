@@ -10,10 +10,10 @@ A trial keeps its count to the end (the count changes results in the last digits
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 from pruning_bench.claims import process_alive, process_start
@@ -49,17 +49,20 @@ def training_here(directory: Path | None = None) -> int:
     return live
 
 
-@contextlib.contextmanager
-def training_slot(directory: Path | None = None) -> Iterator[int]:
-    """Register this process as training for a block; yields how many processes train here now."""
-    directory = directory or registry_dir()
-    entry = directory / f"{os.getpid()}-{process_start(os.getpid())}"
+_REGISTERED: list[Path] = []
+
+
+def register_this_process(directory: Path | None = None) -> None:
+    """Count this process as training on this machine until it exits (idempotent). A ``bench run`` that
+    trains in its own process registers as it starts, before its imports, so that two started together
+    both see each other when their first trials pick a thread count; a worker registers at its first
+    trial. A killed process's entry is dropped by the next count."""
+    if _REGISTERED:
+        return
+    entry = (directory or registry_dir()) / f"{os.getpid()}-{process_start(os.getpid())}"
     entry.touch()
-    try:
-        yield max(1, training_here(directory))
-    finally:
-        with contextlib.suppress(OSError):
-            entry.unlink()
+    _REGISTERED.append(entry)
+    atexit.register(lambda: entry.unlink(missing_ok=True))
 
 
 def threads_for(requested: int | None, share: int | None, training: int) -> int:

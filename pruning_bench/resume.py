@@ -59,7 +59,18 @@ class TrialCheckpoints:
         self.call = 0       # training calls made since the last barrier
         self.skipped = 0    # calls replayed from their end state in this process
         self.resumed = 0    # calls continued from a mid-call checkpoint in this process
-        self._partial = self._read(self._partial_path) if directory else None
+        self._partial_state: dict[str, Any] | None = None
+        self._partial_read = directory is None  # read on first use (``meta`` alone does not need it)
+
+    @property
+    def _partial(self) -> dict[str, Any] | None:
+        if not self._partial_read:
+            self._partial_state, self._partial_read = self._read(self._partial_path), True
+        return self._partial_state
+
+    @_partial.setter
+    def _partial(self, value: dict[str, Any] | None) -> None:
+        self._partial_state, self._partial_read = value, True
 
     # ---- files -------------------------------------------------------------------------------------------
     @property

@@ -28,7 +28,7 @@ import pruning_bench
 from pruning_bench.budget import BudgetMeter, DoesNotFit
 from pruning_bench.claims import Heartbeat
 from pruning_bench.context import Context
-from pruning_bench.cores import threads_for, training_slot
+from pruning_bench.cores import register_this_process, threads_for, training_here
 from pruning_bench.data import load_dataset
 from pruning_bench.errors import BenchError
 from pruning_bench.latency import BATCH_SIZE as LATENCY_BATCH_SIZE
@@ -122,11 +122,12 @@ def run_trial(trial: Trial, method_cls: type[Method], *, tracker: Tracker, paren
               "seed": str(trial.seed), "budget_policy": trial.budget_policy, "budget_unit": trial.budget_unit,
               "budget_multiple": str(trial.budget_multiple)}
     checkpoints = results_dir / "checkpoints" / trial.key
-    with tracker.running(run_id), Heartbeat(tracker.set_tag, [run_id]), training_slot() as training_now:
+    register_this_process()
+    with tracker.running(run_id), Heartbeat(tracker.set_tag, [run_id]):
         try:
             tracker.log_params(run_id, params)
             n_threads = TrialCheckpoints(checkpoints).meta().get("threads") or \
-                threads_for(threads, thread_share, training_now)
+                threads_for(threads, thread_share, training_here())
             torch.set_num_threads(n_threads)
             try:
                 result = _run_in(run_id, trial, method_cls, tracker=tracker, checkpoint_dir=checkpoints,

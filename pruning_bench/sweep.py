@@ -19,7 +19,7 @@ import torch
 from pruning_bench.errors import BenchError
 from pruning_bench.suite import Suite
 from pruning_bench.trial import Trial
-from pruning_bench.worker import JobOutcome, TrialJob
+from pruning_bench.worker import JobOutcome, TrialJob, share_tracker
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,7 @@ def run_sweep(suite: Suite, plan: Sequence[Trial], method_names: Sequence[str], 
         dev = _validate(suite, pending, options.device)
         options.results_dir.mkdir(parents=True, exist_ok=True)
         tracker = tracker or Tracker(uri, suite.name, artifact_root=options.results_dir / "artifacts")
+        share_tracker(tracker, suite.name)  # trials run in this process reuse it
         if len(plan) > len(pending):
             echo(f"Skipping {len(plan) - len(pending)} finished trials; running {len(pending)} of {len(plan)}.")
         levels = ", ".join(f"{m:g}x" for m in sorted({t.budget_multiple for t in pending}))

@@ -57,11 +57,21 @@ def _registry(plugin_files: tuple[str, ...]):
     return default_registry(plugin_files)
 
 
-@functools.cache
-def _tracker(uri: str, experiment: str, artifact_root: str | None):
-    from pruning_bench.tracking import Tracker
+_TRACKERS: dict[tuple[str, str], Any] = {}
 
-    return Tracker(uri, experiment, artifact_root=Path(artifact_root) if artifact_root else None)
+
+def share_tracker(tracker: Any, experiment: str) -> None:
+    """Let jobs run in this process use ``tracker`` (the sweep's own, when trials run in the driver)."""
+    _TRACKERS[(tracker.uri, experiment)] = tracker
+
+
+def _tracker(uri: str, experiment: str, artifact_root: str | None):
+    if (uri, experiment) not in _TRACKERS:
+        from pruning_bench.tracking import Tracker
+
+        _TRACKERS[(uri, experiment)] = Tracker(uri, experiment,
+                                               artifact_root=Path(artifact_root) if artifact_root else None)
+    return _TRACKERS[(uri, experiment)]
 
 
 def run_job(job: TrialJob) -> JobOutcome:

@@ -71,7 +71,7 @@ def test_kill_9_mid_trial_then_the_same_command_resumes_from_the_checkpoint(tmp_
     assert len(resumed) == 1 and not list((killed / "checkpoints").glob("*/*"))
 
     clean = tmp_path / "clean"  # the killed trial (seed 1) uninterrupted
-    uninterrupted = [a if a != "0,1" else "1," for a in args]  # the list of one seed, 1
+    uninterrupted = [a if a != "0,1" else "1" for a in args]  # seed 1 alone
     ref = subprocess.run(bench_cmd(clean, *uninterrupted), capture_output=True, text=True, timeout=300)
     assert ref.returncode == 0, ref.stdout + ref.stderr
     expected = all_runs(clean).set_index("tags.trial_key")
