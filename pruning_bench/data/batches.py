@@ -55,7 +55,9 @@ class BatchStream:
         if augmentation not in AUGMENTATIONS:
             raise unknown_choice("augmentation", augmentation, AUGMENTATIONS)
         self.device = torch.device(device)
+        # a lazy image set (data.imagefolder.ImageFiles) stays on the host; its batches are moved
         self.x = x.to(self.device) if x.dtype == torch.uint8 else x.to(self.device, torch.float32)
+        self.prefetch_steps = 2 if hasattr(x, "prefetch") else 0
         self.y = y.to(self.device, torch.long)
         self.n = int(x.shape[0])
         self.batch_size = batch_size
@@ -65,27 +67,33 @@ class BatchStream:
         self.steps_per_epoch = -(-self.n // batch_size)
         self.mean = _stats(mean, x.shape[1], x.dim(), self.device, "mean")
         self.std = _stats(std, x.shape[1], x.dim(), self.device, "std")
-        self._epoch = -1
-        self._perm = torch.empty(0, dtype=torch.long)
+        self._perms: dict[int, torch.Tensor] = {}
 
     def permutation(self, epoch: int) -> torch.Tensor:
-        """The sample order of `epoch` (on the device); the current epoch's is cached."""
-        if epoch != self._epoch:
+        """The sample order of `epoch` (on the device); the last two epochs' are cached."""
+        if epoch not in self._perms:
             gen = torch.Generator().manual_seed(mix_seed("perm", self.data_seed, epoch))
-            self._perm = torch.randperm(self.n, generator=gen).to(self.device)
-            self._epoch = epoch
-        return self._perm
+            self._perms = {e: p for e, p in self._perms.items() if e == epoch - 1 or e == epoch + 1}
+            self._perms[epoch] = torch.randperm(self.n, generator=gen).to(self.device)
+        return self._perms[epoch]
+
+    def indices(self, step: int) -> torch.Tensor:
+        """The sample indices of global step ``step``."""
+        epoch, pos = divmod(step, self.steps_per_epoch)
+        return self.permutation(epoch)[pos * self.batch_size : (pos + 1) * self.batch_size]
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs (float32, normalised, augmented) and labels of global step `step`, on the device."""
         if step < 0:
             raise ValueError(f"step must be >= 0, got {step}")
-        epoch, pos = divmod(step, self.steps_per_epoch)
-        idx = self.permutation(epoch)[pos * self.batch_size : (pos + 1) * self.batch_size]
+        idx = self.indices(step)
+        xb = self.x[idx].to(self.device, non_blocking=True)
+        if self.prefetch_steps:  # a lazy image set: decode the next steps' images while this one trains
+            self.x.prefetch([self.indices(s).cpu() for s in range(step + 1, step + 1 + self.prefetch_steps)])
         generator = None
         if self.augmentation != "none":
             generator = torch.Generator(device=self.device).manual_seed(mix_seed("aug", self.data_seed, step))
-        xb = _prepare(self.x[idx], self.mean, self.std, self.augmentation, generator, self.channels_last)
+        xb = _prepare(xb, self.mean, self.std, self.augmentation, generator, self.channels_last)
         return xb, self.y[idx]
 
 

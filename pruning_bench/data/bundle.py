@@ -71,6 +71,8 @@ def split_train_val(
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     val_idx = perm[:n_val].sort().values
     train_idx = perm[n_val:].sort().values
+    if hasattr(x, "subset"):  # a lazy image set (data.imagefolder.ImageFiles): views, nothing decoded
+        return x.subset(train_idx), y[train_idx], x.subset(val_idx), y[val_idx]
     return x[train_idx], y[train_idx], x[val_idx], y[val_idx]
 
 

@@ -17,6 +17,7 @@ import sys
 import tarfile
 import tempfile
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -52,7 +53,7 @@ def source_override(name: str, what: str, default: str, given: str | None = None
 
 @dataclass(frozen=True)
 class Archive:
-    """A published tar archive holding one top-level ``folder`` with ``files`` in it."""
+    """A published tar (or zip) archive holding one top-level ``folder`` with ``files`` in it."""
 
     title: str                # e.g. CIFAR-10
     url: str
@@ -137,15 +138,19 @@ def _check_md5(archive: Archive, root: Path, got: str) -> None:
 
 
 def _unpack(archive: Archive, root: Path, tarball: Path, into: Path) -> Path:
-    """Extract ``tarball`` (safely: no absolute paths, links out or devices) and check the files."""
+    """Extract ``tarball`` (a tar or zip archive; safely: no absolute paths, links out or devices) and check
+    the files."""
     try:
-        with tarfile.open(tarball, "r:*") as tar:
-            if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4
-                tar.extractall(into, filter="data")
-            else:
-                _check_members(tar)
-                tar.extractall(into)
-    except (tarfile.TarError, OSError) as exc:
+        if zipfile.is_zipfile(tarball):
+            _unzip(tarball, into)
+        else:
+            with tarfile.open(tarball, "r:*") as tar:
+                if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4
+                    tar.extractall(into, filter="data")
+                else:
+                    _check_members(tar)
+                    tar.extractall(into)
+    except (tarfile.TarError, zipfile.BadZipFile, OSError) as exc:
         raise BenchError(f"cannot extract {archive.title} from {archive.url} ({one_line(exc)}): "
                          f"{_by_hand(archive, root)}") from None
     folder = into / archive.folder
@@ -154,6 +159,16 @@ def _unpack(archive: Archive, root: Path, tarball: Path, into: Path) -> Path:
         raise BenchError(f"the {archive.title} archive from {archive.url} has no {archive.folder}/"
                          f"{', '.join(missing)}: {_by_hand(archive, root)}")
     return folder
+
+
+def _unzip(path: Path, into: Path) -> None:
+    """Extract a zip archive whose members all have relative paths inside it."""
+    with zipfile.ZipFile(path) as zf:
+        for name in zf.namelist():
+            parts = Path(name).parts
+            if Path(name).is_absolute() or ".." in parts or name.startswith(("/", "\\")):
+                raise zipfile.BadZipFile(f"unexpected member '{name}'")
+        zf.extractall(into)
 
 
 def _check_members(tar: tarfile.TarFile) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import cache, partial
 from typing import Any
 
-from pruning_bench.data import cifar, digits, mnist1d, synthetic
+from pruning_bench.data import cifar, digits, imagefolder, mnist1d, synthetic
 from pruning_bench.data.bundle import DataBundle, RawDataset, resolve_options, split_train_val
 from pruning_bench.data.download import data_home
 from pruning_bench.errors import BenchError, unknown_choice
@@ -27,8 +27,10 @@ SOURCES: dict[str, Source] = {
     "cifar10": Source(cifar.load_cifar10, cifar.OPTIONS, cached=True),
     "cifar100": Source(cifar.load_cifar100, cifar.OPTIONS, cached=True),
     "digits": Source(digits.load_digits_source, digits.OPTIONS),
+    "imagefolder": Source(imagefolder.load_imagefolder, imagefolder.OPTIONS),
     "mnist1d": Source(mnist1d.load_mnist1d, mnist1d.OPTIONS),
     "smoke": Source(synthetic.load_smoke, synthetic.OPTIONS),
+    "tiny_imagenet": Source(imagefolder.load_tiny_imagenet, imagefolder.TINY_OPTIONS, cached=True),
 }
 
 _CACHE: dict[tuple[Any, ...], RawDataset] = {}
@@ -93,6 +95,10 @@ DESCRIPTIONS: dict[str, str] = {
     "digits": "scikit-learn's bundled 8x8 digits: 1,437 / 360 images, 10 classes",
     "mnist1d": "MNIST-1D (Greydanus 2020), generated offline: 4,000 / 1,000 signals of length 40, 10 classes",
     "smoke": "synthetic 1-D signals for tests: one random template per class plus noise",
+    "imagefolder": "images on disk, <data_dir>/train/<class>/* and <data_dir>/val/<class>/* (e.g. ImageNet), "
+                   "decoded per batch; data_dir required, nothing downloaded",
+    "tiny_imagenet": "Tiny ImageNet-200 (cs231n): 100,000 / 10,000 64x64 images, 200 classes, downloaded, "
+                     "decoded per batch",
 }
 
 
