@@ -69,9 +69,6 @@ class MaskLeak(RuntimeError):
     """A method left a non-zero value in a pruned weight: its sparsity would be a lie."""
 
 
-OUTCOMES = ("finished", "does_not_fit", "failed")
-
-
 @dataclass
 class TrialResult:
     trial: Trial

@@ -19,7 +19,7 @@ import torch
 from pruning_bench.errors import BenchError
 from pruning_bench.suite import Suite
 from pruning_bench.trial import Trial
-from pruning_bench.worker import JobOutcome, TrialJob, share_tracker
+from pruning_bench.worker import OUTCOMES, JobOutcome, TrialJob, share_tracker
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ def _run_pending(pending: Sequence[Trial], options: SweepOptions, dev: torch.dev
                      rerun=options.rerun, progress=options.progress and not parallel,
                      checkpoint_seconds=options.checkpoint_seconds)
             for k, t in enumerate(pending)]
-    counts = dict.fromkeys(("finished", "does_not_fit", "failed", "skipped"), 0)
+    counts = dict.fromkeys(OUTCOMES, 0)
     done = 0
     try:
         for i, outcome in executor.run(jobs):
