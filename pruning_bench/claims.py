@@ -32,14 +32,20 @@ CLAIM_ATTEMPTS = 20
 HOST, PID, PID_START, HEARTBEAT = "claim_host", "claim_pid", "claim_pid_start", "claim_heartbeat"
 
 
+def _stat(pid: int) -> list[str] | None:
+    """Fields of ``/proc/<pid>/stat`` after the command name (None without /proc or the process)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+
+
 def process_start(pid: int) -> str:
     """The kernel's start time of process ``pid`` (clock ticks since boot; "" where /proc is absent):
     with the pid it names one process, even after the pid is reused."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rpartition(")")[2].split()[19]
-    except (OSError, IndexError):
-        return ""
+    fields = _stat(pid)
+    return fields[19] if fields and len(fields) > 19 else ""
 
 
 def process_alive(pid: int, start: str = "") -> bool:
@@ -50,14 +56,12 @@ def process_alive(pid: int, start: str = "") -> bool:
         return False
     except PermissionError:
         pass
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rpartition(")")[2].split()
-    except OSError:
+    fields = _stat(pid)
+    if fields is None:
         return True  # no /proc: os.kill said it exists
     if fields and fields[0] in ("Z", "X"):  # killed, not yet reaped by its parent
         return False
-    return not start or fields[19] == start
+    return not start or (len(fields) > 19 and fields[19] == start)
 
 
 def owner_tags() -> dict[str, str]:

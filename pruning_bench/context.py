@@ -316,7 +316,7 @@ class Context:
         self.masks.apply()
         self.budget.load_state_dict(state["meter"])
         set_rng_states(state["rng"], self.generator)
-        if state["seconds_per_sample"] is not None:
+        if state.get("seconds_per_sample") is not None:  # absent from round checkpoints of older versions
             self._seconds_per_sample = tuple(state["seconds_per_sample"])
             self.trainer.seconds_per_sample = self._seconds_per_sample[0]
             self.budget.bind_epoch_seconds(self._seconds_per_sample[0])
@@ -390,19 +390,11 @@ class Context:
 
     # ---- checkpoints (resume an interrupted iterative method) -----------------------------------------
     def save_checkpoint(self, state: dict[str, Any]) -> None:
-        """Save the model, masks, meter, RNG states and ``state`` (atomically) for resuming."""
+        """Save what a training call's checkpoint holds (:meth:`_capture`) and ``state``, atomically."""
         if self.checkpoint_dir is None:
             return
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "model": self.model.state_dict(),
-            "masks": self.masks.masks,
-            "meter": self.budget.state_dict(),
-            "rng": rng_states(self.generator),
-            "state": state,
-            "logged": self.logged,
-            "barrier": self.checkpoints.barrier + 1,
-        }
+        payload = {**self._capture(), "state": state, "barrier": self.checkpoints.barrier + 1}
         atomic_save(payload, self.checkpoint_dir / "checkpoint.pt")
         self.checkpoints.passed_barrier()
 
@@ -412,11 +404,6 @@ class Context:
             return None
         # CPU: RNG states must stay CPU byte tensors; load_state_dict / masks.update move the rest
         payload = torch.load(self.checkpoint_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
-        self.model.load_state_dict(payload["model"])
-        self.masks.update(payload["masks"])
-        self.budget.load_state_dict(payload["meter"])
-        set_rng_states(payload["rng"], self.generator)
-        for key, value, step in payload["logged"]:  # the interrupted run's per-round metrics
-            self.log(key, value, step)
+        self._restore(payload)  # and the interrupted run's per-round metrics are logged again
         self.checkpoints.resumed_at_barrier(payload.get("barrier", 0))
         return payload["state"]
