@@ -153,20 +153,20 @@ def _run_pending(pending: Sequence[Trial], options: SweepOptions, dev: torch.dev
                              ray_address=options.ray_address, cpus_per_trial=options.cpus_per_trial,
                              gpus_per_trial=options.gpus_per_trial, on_start=on_start)
     parallel = executor.workers > 1 or options.executor == "ray"
+    ray_device = None  # on Ray every task sees the GPUs it was given as "cuda"
     if options.executor == "ray":
         share = max(1, int(options.cpus_per_trial))
-        device = "cuda" if options.gpus_per_trial > 0 else "cpu"
+        ray_device = "cuda" if options.gpus_per_trial > 0 else "cpu"
         echo(f"Running on Ray: {options.cpus_per_trial:g} CPUs and {options.gpus_per_trial:g} GPUs per trial.")
     elif parallel:
         share = max(1, available_cores() // min(options.jobs, n)) if dev.type == "cpu" else None
         echo(f"Running on {min(options.jobs, n)} worker processes.")
     else:
         share = None
-    results_dir = str(options.results_dir.resolve())
+    results_dir = options.results_dir.resolve()
     jobs = [TrialJob(trial=t, params=asdict(t.params), plugin_files=tuple(str(Path(p).resolve()) for p in options.plugins),
-                     tracking_uri=uri, artifact_root=str(options.results_dir.resolve() / "artifacts"),
-                     parent_id=parent_id, results_dir=results_dir,
-                     device=(device if options.executor == "ray" else device_for(k, dev)),
+                     tracking_uri=uri, artifact_root=str(results_dir / "artifacts"),
+                     parent_id=parent_id, results_dir=str(results_dir), device=ray_device or device_for(k, dev),
                      save_model=options.save_model, threads=options.threads, thread_share=share,
                      rerun=options.rerun, progress=options.progress and not parallel,
                      checkpoint_seconds=options.checkpoint_seconds)
