@@ -36,6 +36,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pruning_bench.context import Context
+from pruning_bench.fit import PlanSetting
 from pruning_bench.iterative import RoundParams, finish_round, rewind, round_steps, start_or_resume
 from pruning_bench.method import Method
 
@@ -50,6 +51,10 @@ class IMP(Method):
 
     name = "imp"
     Params = IMPParams
+
+    def min_budget_epochs(self, setting: PlanSetting) -> float:
+        """Pretraining to k plus L + 1 rounds of at least ``min_round_epochs`` (iterative.py)."""
+        return self.params.min_budget_epochs(setting)
 
     def run(self, ctx: Context) -> None:
         p: IMPParams = self.params

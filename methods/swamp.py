@@ -58,6 +58,7 @@ from torch.optim.swa_utils import SWALR, AveragedModel
 
 from pruning_bench.context import Context
 from pruning_bench.data.batches import mix_seed
+from pruning_bench.fit import PlanSetting
 from pruning_bench.iterative import RoundParams, finish_round, rewind, round_steps, start_or_resume
 from pruning_bench.masks import MaskSet, prunable_weights
 from pruning_bench.method import Method
@@ -156,6 +157,13 @@ class SWAMP(Method):
         """BN recalibrations a round of ``particles`` runs makes: the average's, plus one per particle
         when their SWA solutions are evaluated (a lone particle is its own average)."""
         return 1 + (particles if self.params.particle_eval and particles > 1 else 0)
+
+    def min_budget_epochs(self, setting: PlanSetting) -> float:
+        """Pretraining to k, then every particle of L + 1 rounds of at least ``min_round_epochs``, and
+        the BN recalibrations (iterative.py); about N times IMP's minimum."""
+        p: SWAMPParams = self.params
+        recal = setting.counts.recalibration_samples(p.bn_fraction)
+        return p.min_budget_epochs(setting, self.particles_for, lambda r, n: self.recalibrations_for(n) * recal)
 
     def run(self, ctx: Context) -> None:
         p: SWAMPParams = self.params

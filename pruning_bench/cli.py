@@ -13,7 +13,8 @@ import click
 from pruning_bench.budget import POLICIES, UNITS
 from pruning_bench.errors import BenchError, unknown_choice
 from pruning_bench.executor import EXECUTORS
-from pruning_bench.suite import check_multiple, check_sparsity, load_suite
+from pruning_bench.fit import parse_level
+from pruning_bench.suite import check_sparsity, load_suite
 
 
 class BenchGroup(click.Group):
@@ -76,18 +77,13 @@ def parse_method_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return name.strip(), overrides
 
 
-def parse_multiples(value: str | None) -> list[float] | None:
+def parse_multiples(value: str | None) -> list[float | str] | None:
+    """``--budgets``: multiples of the suite's base run and ``fit``, e.g. ``1,4,fit``; duplicates run once."""
     if value is None:
         return None
-    out = []
-    for item in _split(value.replace("x", "")):
-        try:
-            out.append(check_multiple(float(item), "--budgets"))
-        except ValueError:
-            raise BenchError(f"--budgets: '{item}' is not a number; give multiples of the suite's base "
-                             "budget, e.g. 1,4,12") from None
+    out = [parse_level(item, "--budgets") for item in _split(value)]
     if not out:
-        raise BenchError("--budgets is empty; give multiples of the suite's base budget, e.g. 1,4,12")
+        raise BenchError("--budgets is empty; give multiples of the suite's base budget or fit, e.g. 1,4,fit")
     return list(dict.fromkeys(out))
 
 

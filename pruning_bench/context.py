@@ -347,13 +347,13 @@ class Context:
 
     def recalibration_samples(self, fraction: float = 1.0) -> int:
         """Samples :meth:`recalibrate_bn` passes for ``fraction`` of an epoch (for planning)."""
-        return self.trainer.samples_between(0, max(1, round(fraction * self.steps_per_epoch)))
+        return self.trainer.counts.recalibration_samples(fraction)
 
     def recalibrate_bn(self, model: nn.Module | None = None, fraction: float = 1.0,
                        data_seed: int | None = None) -> None:
         """Recompute BN running statistics on ``fraction`` of an epoch of training batches, charged as
         forward-only passes (label ``bn-recalibration``)."""
-        n = max(1, round(fraction * self.steps_per_epoch))
+        n = self.trainer.counts.recalibration_steps(fraction)
         recalibrate_bn(model or self.model, self.batches(n, data_seed=data_seed, label="bn-recalibration",
                                                          forward_only=True))
 

@@ -33,8 +33,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pruning_bench.budget import DoesNotFit
+from pruning_bench.budget import FORWARD_PASS_SHARE, DoesNotFit
 from pruning_bench.context import Context
+from pruning_bench.fit import PlanSetting
+from pruning_bench.steps import StepCounts
 
 MAX_REWIND_SHARE = 0.5  # the rewind step never passes this fraction of a round
 
@@ -60,6 +62,19 @@ class RoundParams:
         return plan_rounds(ctx, prune_fraction=self.prune_fraction, rewind_iters=self.rewind_iters,
                            rewind_fraction=self.rewind_fraction, particles_for=particles_for,
                            forward_samples_for=forward_samples_for)
+
+    def min_budget_epochs(self, setting: PlanSetting,
+                          particles_for: Callable[[int, float], int] = lambda r, s: 1,
+                          forward_samples_for: Callable[[int, int], int] = lambda r, p: 0) -> float:
+        """The smallest budget, in dense-equivalent epochs, at which the rounds fit: the plan with the
+        shortest rounds allowed (``setting.min_round_epochs``), priced as the loop charges it in the
+        ``epochs`` unit. Computed before anything trains; it equals the ``min_budget_epochs`` of the
+        :class:`~pruning_bench.budget.DoesNotFit` that a smaller budget raises (a test checks it). In the
+        ``flops`` unit it is an upper bound (later rounds are sparse and cost less)."""
+        plan_for = round_plan_factory(setting.target_sparsity, self.prune_fraction, self.rewind_iters,
+                                      self.rewind_fraction, particles_for, forward_samples_for)
+        plan = shortest_round(setting.counts, setting.min_round_epochs, plan_for)
+        return plan_epochs(setting.counts, plan)
 
 
 def round_sparsities(target: float, prune_fraction: float = 0.2) -> list[float]:
@@ -135,6 +150,27 @@ def plan_price(ctx: Context, plan: RoundPlan) -> float:
     return price
 
 
+def plan_epochs(counts: StepCounts, plan: RoundPlan) -> float:
+    """A plan's price in the ``epochs`` unit, as dense-equivalent epochs: pretraining to k, every
+    particle of every round, a third of a pass for each forward-only sample."""
+    k, R = plan.rewind_step, plan.round_steps
+    samples = counts.samples_between(0, k) + sum(plan.particles) * counts.samples_between(k, R)
+    return (samples + FORWARD_PASS_SHARE * sum(plan.forward_at(r) for r in range(plan.rounds + 1))) / counts.n_train
+
+
+def round_plan_factory(target: float, prune_fraction: float, rewind_iters: int, rewind_fraction: float,
+                       particles_for: Callable[[int, float], int],
+                       forward_samples_for: Callable[[int, int], int]) -> Callable[[int], RoundPlan]:
+    """R -> the plan with round length R: the method's own rounds, particles and forward-only passes."""
+    sparsities = (0.0, *round_sparsities(target, prune_fraction))
+    particles = tuple(particles_for(r, s) for r, s in enumerate(sparsities))
+    forward = tuple(forward_samples_for(r, p) for r, p in enumerate(particles))
+
+    def plan_for(R: int) -> RoundPlan:
+        return RoundPlan(R, rewind_step_for(R, rewind_iters, rewind_fraction), sparsities, particles, forward)
+    return plan_for
+
+
 def plan_rounds(ctx: Context, *, prune_fraction: float, rewind_iters: int, rewind_fraction: float,
                 particles_for: Callable[[int, float], int] = lambda r, s: 1,
                 forward_samples_for: Callable[[int, int], int] = lambda r, p: 0) -> RoundPlan:
@@ -144,20 +180,16 @@ def plan_rounds(ctx: Context, *, prune_fraction: float, rewind_iters: int, rewin
     ``forward_samples_for(r, particles)`` the forward-only samples it spends besides. Under ``equal``
     raises DoesNotFit when rounds of ``ctx.min_round_epochs`` do not fit in the budget.
     """
-    sparsities = (0.0, *round_sparsities(ctx.target_sparsity, prune_fraction))
-    particles = tuple(particles_for(r, s) for r, s in enumerate(sparsities))
-    forward = tuple(forward_samples_for(r, p) for r, p in enumerate(particles))
-
-    def plan_for(R: int) -> RoundPlan:
-        return RoundPlan(R, rewind_step_for(R, rewind_iters, rewind_fraction), sparsities, particles, forward)
-
+    plan_for = round_plan_factory(ctx.target_sparsity, prune_fraction, rewind_iters, rewind_fraction,
+                                  particles_for, forward_samples_for)
     if not ctx.budget.enforced:
         return plan_for(ctx.budget_steps)
-    shortest = _shortest_round(ctx, plan_for)
+    shortest = shortest_round(ctx.trainer.counts, ctx.min_round_epochs, plan_for)
     available = ctx.budget.remaining
     need = plan_price(ctx, shortest)
     if need > available:
         min_epochs = ctx.budget.to_epochs(ctx.budget.used + need)
+        sparsities, particles = shortest.sparsities, shortest.particles
         raise DoesNotFit(
             f"{len(sparsities)} rounds ({len(sparsities) - 1} pruning steps of {prune_fraction:.0%} to "
             f"{ctx.target_sparsity:g}) x {_describe(particles)} with rounds of at least "
@@ -178,13 +210,13 @@ def _describe(particles: Sequence[int]) -> str:
     return f"{kinds[0]} training run(s) each" if len(kinds) == 1 else f"{sum(particles)} training runs"
 
 
-def _shortest_round(ctx: Context, plan_for: Callable[[int], RoundPlan]) -> RoundPlan:
-    """The plan with the shortest rounds (steps ``k .. R``) that still train ``ctx.min_round_epochs``."""
-    need = math.ceil(ctx.min_round_epochs * ctx.data.n_train - 1e-9)
+def shortest_round(counts: StepCounts, min_round_epochs: float, plan_for: Callable[[int], RoundPlan]) -> RoundPlan:
+    """The plan with the shortest rounds (steps ``k .. R``) that still train ``min_round_epochs``."""
+    need = math.ceil(min_round_epochs * counts.n_train - 1e-9)
 
     def long_enough(R: int) -> bool:
         plan = plan_for(R)
-        return samples_between(ctx, plan.rewind_step, R) >= need
+        return counts.samples_between(plan.rewind_step, R) >= need
 
     hi = 1
     while not long_enough(hi):

@@ -15,6 +15,7 @@ from pruning_bench.errors import BenchError
 
 if TYPE_CHECKING:
     from pruning_bench.context import Context
+    from pruning_bench.fit import PlanSetting
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,14 @@ class Method:
             except (ValueError, TypeError) as err:
                 raise BenchError(f"{where}method '{cls.name}': {err}") from None
         return params
+
+    def min_budget_epochs(self, setting: PlanSetting) -> float:
+        """The smallest budget, in dense-equivalent epochs of the training set, at which this method runs
+        as itself (its own schedule, not a shortened stand-in), priced before anything trains. The
+        ``fit`` budget level (:mod:`pruning_bench.fit`) gives every method of a column the largest of
+        these. A method that adapts to any budget keeps this default, 0. One that raises
+        :class:`~pruning_bench.budget.DoesNotFit` should override it with the same number."""
+        return 0.0
 
     def run(self, ctx: Context) -> None:  # pragma: no cover - interface
         raise NotImplementedError

@@ -1,7 +1,9 @@
 """Report stage 2, aggregate: trial runs -> one tidy cell per (budget level, row, target sparsity), and
 the :class:`Report` (cells plus header, warnings and notes as plain text). Nothing here renders.
 
-A *budget level* is (policy, unit, multiple): methods are ranked only against rows of the same level. A
+A *budget level* is (policy, unit, level): the level is a multiple of the base run (``2x``) or ``fit``, the
+smallest budget at which every method of the plan fits, which may differ between sparsity columns (each
+cell keeps its multiple). Methods are ranked only against rows of the same level and column. A
 cell holds the latest finished run of each trial key (one per seed): the metric's mean, sample std, n
 and 95% t interval, best/tied marks (Welch, :mod:`pruning_bench.report_stats`), failures, trials whose
 method did not fit the budget (with the smallest budget that fits), and the mean cost, plan and sanity
@@ -21,7 +23,9 @@ from pruning_bench.errors import BenchError
 from pruning_bench.report_data import (
     FAILED_STATUSES,
     col,
+    explode_levels,
     latest_per_trial,
+    level_order,
     prepare_runs,
     row_labels,
     values,
@@ -31,7 +35,7 @@ from pruning_bench.report_stats import ALPHA, ceil_2sig, higher_is_better, rank_
 RANDOM_BASELINE = "random"  # the sanity baseline's method name (methods/random_pruning.py)
 SPARSITY_TOLERANCE = 0.005  # achieved vs target sparsity: flag trials off by more than 0.5 percentage points
 UNSPENT_TOLERANCE = 0.01    # equal budgets: flag cells that left more than a round (at least 1%) unspent
-LEVEL = ["policy", "unit", "multiple"]
+LEVEL = ["policy", "unit", "level"]
 # Metrics averaged per cell besides the reported one (missing in some runs -> NaN, never zero).
 COST_METRICS = ("sparsity", "epochs_charged", "train_flops", "train_seconds", "flops_effective", "flops_dense",
                 "latency_ms", "empty_layers", "peak_memory_mb", "budget_epochs", "budget_unspent_fraction",
@@ -47,19 +51,21 @@ def scale_of(metric: str) -> tuple[float, str]:
 def cell_table(finished: pd.DataFrame, failed: pd.DataFrame, metric: str) -> pd.DataFrame:
     """The tidy leaderboard: one row per (level, row label, target sparsity)."""
     recovered = set(finished["tags.trial_key"])
-    lost = failed[~failed["tags.trial_key"].isin(recovered)]
+    lost = explode_levels(failed[~failed["tags.trial_key"].isin(recovered)])
+    finished, failed = explode_levels(finished), explode_levels(failed)
     both = pd.concat([finished, failed])
-    keys = sorted(set(zip(*(both[c] for c in [*LEVEL, "row", "target"]), strict=True)),
-                  key=lambda k: (k[0], k[1], k[2], k[4], k[3]))
+    keys = sorted(set(zip(*(both[c] for c in [*LEVEL, "multiple", "row", "target"]), strict=True)),
+                  key=lambda k: (k[0], k[1], level_order(k[2]), k[5], k[4], k[3]))
     records = []
-    for policy, unit, multiple, row, target in keys:
-        where = {"policy": policy, "unit": unit, "multiple": multiple, "row": row, "target": target}
+    for policy, unit, level, multiple, row, target in keys:
+        where = {"policy": policy, "unit": unit, "level": level, "multiple": multiple, "row": row,
+                 "target": target}
         cell, fails, lost_here = (_select(f, where) for f in (finished, failed, lost))
         done = cell[cell["outcome"] != "does_not_fit"]
         dnf = cell[cell["outcome"] == "does_not_fit"]
         s = summarize(done["value"].tolist())
         base_epochs = (col(cell, "metrics.budget_epochs") / cell["multiple"]).dropna()
-        rec = {"policy": policy, "unit": unit, "budget_multiple": multiple, "method": row,
+        rec = {"policy": policy, "unit": unit, "level": level, "budget_multiple": multiple, "method": row,
                "base_method": _first(cell, fails, "method"), "target_sparsity": target, "metric": metric,
                "mean": s.mean, "std": s.std, "n": s.n, "ci_low": s.ci_low, "ci_high": s.ci_high,
                "seeds": " ".join(str(int(x)) for x in sorted(done["seed"].dropna().unique())),
@@ -101,10 +107,10 @@ def _columns(rows: pd.DataFrame, finished: pd.DataFrame):
     """Per leaderboard column (budget level and target sparsity > 0) of ``rows``: its rows and, per row
     label, the metric values of its finished (not does-not-fit) runs."""
     done = finished[finished["outcome"] != "does_not_fit"]
-    for (policy, unit, multiple, target), group in rows[rows["target_sparsity"] > 0].groupby(
-            ["policy", "unit", "budget_multiple", "target_sparsity"]):
-        level = _select(done, {"policy": policy, "unit": unit, "multiple": multiple, "target": target})
-        yield group, {r: level[level["row"] == r]["value"].dropna().tolist() for r in group["method"]}
+    for (policy, unit, level, target), group in rows[rows["target_sparsity"] > 0].groupby(
+            ["policy", "unit", "level", "target_sparsity"]):
+        here = _select(done, {"policy": policy, "unit": unit, "level": level, "target": target})
+        yield group, {r: here[here["row"] == r]["value"].dropna().tolist() for r in group["method"]}
 
 
 def _mark_best(table: pd.DataFrame, finished: pd.DataFrame, higher: bool) -> pd.DataFrame:
@@ -150,15 +156,16 @@ def _mark_vs_random(table: pd.DataFrame, finished: pd.DataFrame, higher: bool) -
     return table
 
 
-def levels(cells: pd.DataFrame) -> list[tuple[str, str, float]]:
-    """The budget levels present, in reading order (policy, unit, multiple)."""
-    keys = {(p, u, m) for p, u, m in zip(cells["policy"], cells["unit"], cells["budget_multiple"], strict=True)}
-    return sorted(keys, key=lambda k: (k[0] != "equal", k[1] != "epochs", k[0], k[1], k[2]))
+def levels(cells: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """The budget levels present, in reading order (policy, unit, level): equal before native, epochs
+    first, ``fit`` before the multiples."""
+    keys = {(p, u, lv) for p, u, lv in zip(cells["policy"], cells["unit"], cells["level"], strict=True)}
+    return sorted(keys, key=lambda k: (k[0] != "equal", k[1] != "epochs", k[0], k[1], level_order(k[2])))
 
 
-def level_cells(cells: pd.DataFrame, level: tuple[str, str, float]) -> pd.DataFrame:
-    policy, unit, multiple = level
-    return cells[(cells["policy"] == policy) & (cells["unit"] == unit) & (cells["budget_multiple"] == multiple)]
+def level_cells(cells: pd.DataFrame, level: tuple[str, str, str]) -> pd.DataFrame:
+    policy, unit, name = level
+    return cells[(cells["policy"] == policy) & (cells["unit"] == unit) & (cells["level"] == name)]
 
 
 @dataclass
@@ -177,11 +184,11 @@ class Report:
         return self.metric + scale_of(self.metric)[1]
 
     def tidy_csv(self) -> pd.DataFrame:
-        columns = ["method", "base_method", "policy", "unit", "budget_multiple", "target_sparsity", "metric",
+        columns = ["method", "base_method", "policy", "unit", "level", "budget_multiple", "target_sparsity", "metric",
                    "mean", "std", "n", "ci_low", "ci_high", "best", "tied_with_best", "p_vs_best", "seeds",
                    "vs_random", "n_failed", "n_does_not_fit", "min_budget_epochs", "min_budget_multiple", "structured"]
         columns += [f"{m}_mean" for m in COST_METRICS] + ["off_target", "emptied_layer_trials"]
-        return self.cells.sort_values(["policy", "unit", "budget_multiple", "target_sparsity", "method"])[
+        return self.cells.sort_values(["policy", "unit", "level", "budget_multiple", "target_sparsity", "method"])[
             columns].reset_index(drop=True)
 
 

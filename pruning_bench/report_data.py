@@ -14,6 +14,7 @@ from pruning_bench.errors import BenchError
 from pruning_bench.tracking import _quiet_mlflow, tracking_uri_scope
 
 FAILED_STATUSES = ("FAILED", "KILLED")
+FIT_LEVEL = "fit"  # pruning_bench.fit.FIT (not imported: the report never imports the planning side)
 # Suite parameters that do not change what a trial computes (where the data lives).
 _IGNORED_PARAMS = ("params.suite.dataset.data_dir", "params.suite.dataset.download")
 # The trial's budget level is a section of the report, not part of a row's label.
@@ -109,6 +110,36 @@ def prepare_runs(runs: pd.DataFrame, metric: str, budget_policy: str | None = No
         col(runs, "tags.granularity", "").astype(str) != "", np.where(runs["structured"], "structured", "unstructured"))
     runs["row"], _ = row_labels(runs) if not runs.empty else (pd.Series(dtype=object), [])
     return runs.reset_index(drop=True)
+
+
+def level_order(level: str) -> tuple[int, float]:
+    """Reading order of budget levels: ``fit`` (the comparison at one identical budget) first, then the
+    multiples ascending."""
+    return (0, 0.0) if level == FIT_LEVEL else (1, float(level.removesuffix("x")))
+
+
+def explode_levels(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per (run, budget level it stands for), in column ``level``: the ``budget_level`` tag
+    (``fit``, ``2x``, or ``2x,fit`` when a plan reused a 2x trial as its fit level), else the run's own
+    multiple (``2x``). In the ``fit`` level each (policy, unit, column) keeps its largest fit multiple
+    (the plan with the most methods), the dense baseline the runs at those multiples; other fit runs are
+    shown in their numeric level."""
+    own = [f"{m:g}x" for m in runs["multiple"]]
+    tags = col(runs, "tags.budget_level", "").astype(str)
+    runs = runs.assign(level=[[t for t in tag.split(",") if t] or [name]
+                              for tag, name in zip(tags, own, strict=True)])
+    runs = runs.explode("level").reset_index(drop=True)
+    fit = runs["level"] == FIT_LEVEL
+    if fit.any():
+        top = runs[fit & (runs["target"] > 0)].groupby(["policy", "unit", "target"])["multiple"].max()
+        per_level = {key: set(group) for key, group in top.groupby(level=[0, 1])}
+        for idx in runs.index[fit]:
+            policy, unit, target, multiple = runs.loc[idx, ["policy", "unit", "target", "multiple"]]
+            wanted = {top[(policy, unit, target)]} if target > 0 else per_level.get((policy, unit), {multiple})
+            if multiple not in wanted:
+                runs.at[idx, "level"] = f"{multiple:g}x"
+    ident = "run_id" if "run_id" in runs else "tags.trial_key"
+    return runs.drop_duplicates(subset=[ident, "level"]).reset_index(drop=True)
 
 
 def latest_per_trial(finished: pd.DataFrame) -> tuple[pd.DataFrame, int]:

@@ -168,10 +168,10 @@ def write_plots(cells: pd.DataFrame, out: Path, *, metric: str, label: str, scal
     plots: dict[str, Path] = {}
     all_levels = levels(cells)
     for level in all_levels:
-        policy, unit, multiple = level
+        policy, unit, name = level
         here = level_cells(cells, level)
-        tag = f"_{policy}_{unit}_{multiple:g}x" if len(all_levels) > 1 else ""
-        where = f" ({policy}, {multiple:g}x{'' if unit == 'epochs' else ' ' + unit})" if len(all_levels) > 1 else ""
+        tag = f"_{policy}_{unit}_{name}" if len(all_levels) > 1 else ""
+        where = f" ({policy}, {name}{'' if unit == 'epochs' else ' ' + unit})" if len(all_levels) > 1 else ""
         paths = [out / f"{metric}_vs_sparsity{tag}.png", out / f"{metric}_vs_train_flops{tag}.png",
                  out / f"{metric}_vs_inference_flops{tag}.png"]
         plot_vs_sparsity(here, paths[0], label=label, scale=scale, title=where, styles=styles)
@@ -185,7 +185,9 @@ def write_plots(cells: pd.DataFrame, out: Path, *, metric: str, label: str, scal
         plots[f"{label} vs remaining weights{where}"] = paths[0]
         plots[f"{label} vs training cost (FLOPs charged){where}"] = paths[1]
         plots[f"{label} vs effective inference FLOPs{where}"] = paths[2]
-    for (policy, unit), group in cells.groupby(["policy", "unit"]):
+    # a run in two levels (a 2x trial that was also a plan's fit) is one point on the budget axis
+    unique = cells.drop_duplicates(["policy", "unit", "method", "target_sparsity", "budget_multiple"])
+    for (policy, unit), group in unique.groupby(["policy", "unit"]):
         if group["budget_multiple"].nunique() < 2:
             continue
         for target in sorted(t for t in group["target_sparsity"].unique() if t > 0):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from pruning_bench.report_cells import Report, level_cells, levels, pct, scale_of
+from pruning_bench.report_data import FIT_LEVEL, level_order
 from pruning_bench.report_stats import TEST_DESCRIPTION, ceil_2sig, si_split
 
 MISSING = "—"
@@ -88,36 +89,59 @@ def row_order(rows: list[str], references: set[str]) -> list[str]:
                                        r.split(" ")[0] != "random", r))
 
 
+def column_multiples(cells: pd.DataFrame) -> dict[float, float]:
+    """Per target sparsity > 0 of one level's cells, the budget multiple its rows were given (one per
+    column; a ``fit`` level's columns may differ)."""
+    pruned = cells[cells["target_sparsity"] > 0]
+    return {t: float(g["budget_multiple"].max()) for t, g in pruned.groupby("target_sparsity")}
+
+
 def leaderboard_table(cells: pd.DataFrame, metric: str) -> Table:
-    """Rows = methods (dense first), columns = target sparsities, for the cells of one budget level."""
+    """Rows = methods (dense first), columns = target sparsities, for the cells of one budget level. In a
+    ``fit`` level each column names its multiple and the dense row shows the dense runs of that multiple."""
     scale, _ = scale_of(metric)
     refs = set(cells.loc[cells["target_sparsity"] == 0, "method"])
     targets = sorted(t for t in cells["target_sparsity"].unique() if t > 0) or [0.0]
+    fit = bool(len(cells)) and (cells["level"] == FIT_LEVEL).all()
+    multiples = column_multiples(cells)
     rows = []
     for row in row_order(sorted(cells["method"].unique()), refs):
         line = [Cell(row)]
         for target in targets:
             match = cells[(cells["method"] == row) & (cells["target_sparsity"] == (0.0 if row in refs else target))]
+            if fit and row in refs and target in multiples:
+                match = match[match["budget_multiple"] == multiples[target]]
             if match.empty:
                 line.append(Cell(MISSING, "missing"))
                 continue
             cell = _fmt_cell(match.iloc[0], scale)
             line.append(Cell(cell.text, "ref") if row in refs and cell.kind == "normal" else cell)
         rows.append(line)
-    return Table(["method \\ target sparsity"] + [pct(t) if t > 0 else "dense (0%)" for t in targets], rows)
+    heads = [(f"{pct(t)} (fit = {multiples[t]:g}×)" if fit and t in multiples else pct(t)) if t > 0
+             else "dense (0%)" for t in targets]
+    return Table(["method \\ target sparsity", *heads], rows)
 
 
-def level_title(cells: pd.DataFrame, level: tuple[str, str, float]) -> str:
-    """'equal budget, 4x (160 epochs)', '... 1x in FLOPs (40 dense epochs)', '... 1x in seconds (30 s)'."""
-    policy, unit, multiple = level
+def level_title(cells: pd.DataFrame, level: tuple[str, str, str]) -> str:
+    """'equal budget, 4x (160 epochs)', '... 1x in FLOPs (40 dense epochs)', '... 1x in seconds (30 s)';
+    'equal budget, fit: 7.4x at 80%, 9.8x at 90% (296-392 epochs), the smallest at which every method fits'."""
+    policy, unit, name = level
     here = level_cells(cells, level)
-    epochs = here["budget_epochs_mean"].dropna()
-    size = f"{epochs.mean():.4g} epochs" if len(epochs) else "?"
+    epochs = here.loc[here["target_sparsity"] > 0, "budget_epochs_mean"].dropna()
+    if not len(epochs):
+        epochs = here["budget_epochs_mean"].dropna()
+    low, high = (epochs.min(), epochs.max()) if len(epochs) else (math.nan, math.nan)
+    size = "?" if not len(epochs) else f"{low:.4g} epochs" if math.isclose(low, high) else \
+        f"{low:.4g}-{high:.4g} epochs"
     if unit == "flops":
         size = f"FLOPs of {size} dense"
     elif unit == "seconds":
         size = f"seconds, about {size} on its device; not comparable across machines"
-    return f"{policy} budget, {multiple:g}x ({size})"
+    if name != FIT_LEVEL:
+        return f"{policy} budget, {name} ({size})"
+    multiples = column_multiples(here)
+    where = ", ".join(f"{m:g}x at {pct(t)}" for t, m in multiples.items())
+    return f"{policy} budget, fit: {where or '1x'} ({size}), the smallest at which every method of the plan fits"
 
 
 def _si(value: float, unit: str = "") -> str:
@@ -134,14 +158,15 @@ def _num(value: float, fmt: str = "{:.3g}") -> str:
 def _ordered(cells: pd.DataFrame) -> pd.DataFrame:
     refs = set(cells.loc[cells["target_sparsity"] == 0, "method"])
     order = {r: i for i, r in enumerate(row_order(sorted(cells["method"].unique()), refs))}
-    return cells.assign(_o=cells["method"].map(order)).sort_values(
-        ["policy", "unit", "budget_multiple", "_o", "target_sparsity"]).drop(columns="_o")
+    return cells.assign(_o=cells["method"].map(order), _l=cells["level"].map(level_order)).sort_values(
+        ["policy", "unit", "_l", "budget_multiple", "_o", "target_sparsity"]).drop(columns=["_o", "_l"])
 
 
 def _budget_labels(cells: pd.DataFrame) -> list[str]:
-    """'equal 4x', 'equal 1x flops': a cell's budget level in a table column."""
-    return [f"{p} {m:g}x" + ("" if u == "epochs" else f" {u}")
-            for p, u, m in zip(cells["policy"], cells["unit"], cells["budget_multiple"], strict=True)]
+    """'equal 4x', 'equal 1x flops', 'equal fit=7.4x': a cell's budget level in a table column."""
+    return [f"{p} {'fit=' if lv == FIT_LEVEL else ''}{m:g}x" + ("" if u == "epochs" else f" {u}")
+            for p, u, lv, m in zip(cells["policy"], cells["unit"], cells["level"], cells["budget_multiple"],
+                                   strict=True)]
 
 
 def _plan(rec: pd.Series) -> str:

@@ -104,7 +104,7 @@ def run_trial(trial: Trial, method_cls: type[Method], *, tracker: Tracker, paren
         "trial_key": trial.key, "method": trial.method, "suite": suite.name, "seed": str(trial.seed),
         "target_sparsity": f"{trial.target_sparsity:g}", "budget_policy": trial.budget_policy,
         "budget_unit": trial.budget_unit, "budget_multiple": f"{trial.budget_multiple:g}",
-        "method_variant": trial.variant, "structured": "1" if method_cls.granularity_of() == "structured" else "0",
+        "budget_level": trial.level_tag, "method_variant": trial.variant, "structured": "1" if method_cls.granularity_of() == "structured" else "0",
         "granularity": method_cls.granularity_of(),
         "device": device_name(device), "torch_version": torch.__version__, "git_commit": git_commit(),
         "harness_version": pruning_bench.__version__, "result_version": pruning_bench.RESULT_VERSION,

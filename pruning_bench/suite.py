@@ -18,6 +18,7 @@ from typing import Any
 
 from pruning_bench.budget import POLICIES, UNITS
 from pruning_bench.errors import BenchError, unknown_choice
+from pruning_bench.fit import parse_level
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ class Budget:
     epochs: float                     # the base run (1x), in epochs of the training set
     policy: str = "equal"
     unit: str = "epochs"              # epochs | flops | seconds
-    multiples: list[float] = field(default_factory=lambda: [1.0])  # the budget ladder swept by default
+    multiples: list[Any] = field(default_factory=lambda: [1.0])  # the ladder swept by default: floats, "fit"
     seconds: float | None = None      # the base run in seconds (the 'seconds' unit only)
     min_round_epochs: float | None = None  # shortest IMP/SWAMP round; None = MIN_ROUND_SHARE x epochs
     max_seconds: float | None = None  # optional wall-clock cap per trial (any unit): the trial fails past it
@@ -80,6 +81,23 @@ class Budget:
     def min_round(self) -> float:
         """The shortest round an iterative method may run, in epochs."""
         return self.min_round_epochs if self.min_round_epochs is not None else MIN_ROUND_SHARE * self.epochs
+
+
+@dataclass(frozen=True)
+class ReportSpec:
+    """``[report]``: what the findings at the top of a report compare by name, e.g.
+    ``compare = [["swamp", "imp"]]`` (difference, 95% interval and p in every column where both ran)."""
+
+    compare: list[list[str]] = field(default_factory=lambda: [["swamp", "imp"]])
+
+
+@dataclass(frozen=True)
+class Cost:
+    """``[cost]``: a stated speed for ``--dry-run``'s estimate on the machine the suite is meant for (it
+    also measures this one): ``epoch_seconds`` for one dense training epoch on ``device``."""
+
+    epoch_seconds: float | None = None
+    device: str = ""
 
 
 @dataclass(frozen=True)
@@ -94,6 +112,8 @@ class Suite:
     sparsities: list[float] = field(default_factory=lambda: [0.5, 0.8, 0.9])
     seeds: list[int] = field(default_factory=lambda: [0])
     method_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-method overrides
+    report: ReportSpec = field(default_factory=ReportSpec)  # not part of any trial key
+    cost: Cost = field(default_factory=Cost)                # not part of any trial key
     source: str = ""  # where it was loaded from (not part of any trial key)
 
     def experiment_config(self) -> dict[str, Any]:
@@ -151,7 +171,9 @@ def load_suite(name_or_path: str) -> Suite:
         data["model"] = {"name": model["name"], "options": {k: v for k, v in model.items() if k != "name"}} \
             if "name" in model else model
     suite = _build(Suite, data, str(path), "")
-    suite = dataclasses.replace(suite, source=str(path))
+    levels = [parse_level(m, f"{path}: key 'budget.multiples'") for m in suite.budget.multiples]
+    suite = dataclasses.replace(suite, source=str(path),
+                                budget=dataclasses.replace(suite.budget, multiples=list(dict.fromkeys(levels))))
     validate_suite(suite, str(path))
     return suite
 
@@ -172,7 +194,7 @@ def validate_suite(suite: Suite, where: str) -> None:
     if not suite.budget.multiples:
         raise BenchError(f"{where}: key 'budget.multiples' is empty; give at least one, e.g. [1, 4]")
     for m in suite.budget.multiples:
-        check_multiple(m, f"{where}: key 'budget.multiples'")
+        parse_level(m, f"{where}: key 'budget.multiples'")
     if suite.budget.seconds is not None and suite.budget.seconds <= 0:
         raise BenchError(f"{where}: key 'budget.seconds' must be > 0, got {suite.budget.seconds}")
     if suite.budget.unit == "seconds" and suite.budget.seconds is None:
@@ -188,15 +210,15 @@ def validate_suite(suite: Suite, where: str) -> None:
     if not 0 <= suite.dataset.val_fraction < 1:
         raise BenchError(f"{where}: key 'dataset.val_fraction' must be in [0, 1), "
                          f"got {suite.dataset.val_fraction}")
+    for pair in suite.report.compare:
+        if len(pair) != 2 or pair[0] == pair[1]:
+            raise BenchError(f"{where}: key 'report.compare' holds pairs of two method names, e.g. "
+                             f'[["swamp", "imp"]], got {pair!r}')
+    if suite.cost.epoch_seconds is not None and suite.cost.epoch_seconds <= 0:
+        raise BenchError(f"{where}: key 'cost.epoch_seconds' must be > 0, got {suite.cost.epoch_seconds}")
     if not all(0 < m < 1 for m in suite.recipe.milestones):
         raise BenchError(f"{where}: key 'recipe.milestones' holds fractions of training in (0, 1), "
                          f"got {suite.recipe.milestones}")
-
-
-def check_multiple(value: float, where: str) -> float:
-    if not (value > 0 and value < 1e6):
-        raise BenchError(f"{where}: budget multiple {value} is out of range; it must be > 0, e.g. 1, 4 or 0.5")
-    return value
 
 
 def check_sparsity(value: float, where: str) -> float:

@@ -86,8 +86,10 @@ def run_sweep(suite: Suite, plan: Sequence[Trial], method_names: Sequence[str], 
         tracker = Tracker(uri, suite.name, artifact_root=options.results_dir / "artifacts")
         for name, reason in tracker.reap_stale():
             echo(f"Marked FAILED: run '{name}' was left RUNNING ({reason}).")
-    finished = tracker.finished_keys() if tracker is not None and not options.rerun else set()
+    finished = tracker.finished_levels() if tracker is not None and not options.rerun else {}
     pending = [t for t in plan if t.key not in finished]
+    if finished:  # a finished trial this plan reuses as another level (fit = 2x) joins that level's report
+        tracker.add_levels(finished, {t.key: t.budget_levels for t in plan if t.key in finished})
     failed = 0
     nothing_to_do = (f"Nothing to run: all {len(plan)} trials of this plan already have finished runs in {uri} "
                      "(use --rerun to run them again).")

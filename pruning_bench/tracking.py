@@ -173,15 +173,36 @@ class Tracker:
 
     def finished_keys(self) -> set[str]:
         """Trial keys that already have a FINISHED run in this experiment."""
-        keys: set[str] = set()
+        return set(self.finished_levels())
+
+    def finished_levels(self) -> dict[str, list[tuple[str, str]]]:
+        """Per trial key with FINISHED runs: (run id, ``budget_level`` tag) of each."""
+        runs: dict[str, list[tuple[str, str]]] = {}
         token = None
         while True:
             page = self.client.search_runs([self.experiment_id], "attributes.status = 'FINISHED'",
                                            max_results=1000, page_token=token)
-            keys.update(r.data.tags["trial_key"] for r in page if "trial_key" in r.data.tags)
+            for r in page:
+                if "trial_key" in r.data.tags:
+                    runs.setdefault(r.data.tags["trial_key"], []).append(
+                        (r.info.run_id, r.data.tags.get("budget_level", "")))
             token = page.token
             if not token:
-                return keys
+                return runs
+
+    def add_levels(self, finished: dict[str, list[tuple[str, str]]], wanted: dict[str, tuple[str, ...]]) -> int:
+        """Tag finished runs with the budget levels a new plan reuses them for (a 2x trial that is also
+        this plan's ``fit``); returns how many runs were re-tagged. Older runs without the tag stand for
+        their multiple (the report's reading), so it is kept."""
+        changed = 0
+        for key, levels in wanted.items():
+            for run_id, tag in finished.get(key, ()):
+                have = [t for t in tag.split(",") if t]
+                union = sorted({*have, *levels})
+                if union != sorted(have) and have:
+                    self.client.set_tag(run_id, "budget_level", ",".join(union))
+                    changed += 1
+        return changed
 
     @contextmanager
     def run(self, name: str, *, tags: Mapping[str, str] | None = None, params: Mapping[str, str] | None = None,

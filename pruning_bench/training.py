@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 from pruning_bench.budget import TRAIN_FLOPS_PER_FORWARD, BudgetExceeded, BudgetMeter
 from pruning_bench.data import BatchStream, DataBundle, iterate_batches
 from pruning_bench.masks import MaskSet
+from pruning_bench.steps import StepCounts
 from pruning_bench.suite import Recipe
 
 if TYPE_CHECKING:
@@ -245,34 +246,25 @@ class Trainer:
         return self._streams[key]
 
     @property
+    def counts(self) -> StepCounts:
+        """Steps and sample passes of the training set at the recipe's batch size."""
+        return StepCounts(self.data.n_train, self.recipe.batch_size)
+
+    @property
     def steps_per_epoch(self) -> int:
-        return self.stream().steps_per_epoch
+        return self.counts.steps_per_epoch
 
     def batch_size_at(self, step: int) -> int:
         """Samples in the batch of ``step`` (the last batch of an epoch is smaller)."""
-        spe, bs, n = self.steps_per_epoch, self.recipe.batch_size, self.data.n_train
-        return n - (spe - 1) * bs if step % spe == spe - 1 else bs
+        return self.counts.batch_size_at(step)
 
     def samples_between(self, start: int, stop: int) -> int:
         """Sample passes charged for global steps ``start .. stop - 1``."""
-        spe, n, bs = self.steps_per_epoch, self.data.n_train, self.recipe.batch_size
-
-        def before(step: int) -> int:  # samples in all steps before ``step``
-            return (step // spe) * n + (step % spe) * bs
-        return before(stop) - before(start)
+        return self.counts.samples_between(start, stop)
 
     def steps_for_samples(self, samples: int, start_step: int = 0) -> int:
         """The most steps from ``start_step`` whose batches add up to at most ``samples``."""
-        spe, n = self.steps_per_epoch, self.data.n_train
-        step = start_step
-        while step % spe and samples >= self.batch_size_at(step):  # finish the current epoch
-            samples -= self.batch_size_at(step)
-            step += 1
-        if step % spe == 0:
-            full, samples = divmod(samples, n)
-            step += full * spe
-            step += min(samples // self.recipe.batch_size, spe - 1)
-        return step - start_step
+        return self.counts.steps_for_samples(samples, start_step)
 
     def schedule(self, total_steps: int) -> LRSchedule:
         warmup = round(self.recipe.warmup_epochs * self.steps_per_epoch)

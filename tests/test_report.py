@@ -267,19 +267,21 @@ def test_each_budget_level_has_its_leaderboard_and_does_not_fit_cells_say_what_t
     assert ten.startswith(": test_acc (%), equal budget, 10x (40 epochs)")
     rows_1x = {r[0]: r for r in leaderboard_rows("## Leaderboard" + one)}
     rows_10x = {r[0]: r for r in leaderboard_rows("## Leaderboard" + ten)}
-    # labels carry the non-default parameters (the smoke suite's rewind point, the variant's prune fraction)
-    assert set(rows_1x) >= {"dense", "snip", "imp [rewind_iters=7]", "imp [prune_fraction=0.5, rewind_iters=7]"}
+    # labels carry the parameters that differ from the suite's defaults (the variant's prune fraction), not
+    # the suite's own [method_params] (its rewind point)
+    assert set(rows_1x) >= {"dense", "snip", "imp", "imp [prune_fraction=0.5]"}
     runs = load_runs(uri_of(root), "smoke")
-    imp_1x = runs[(runs["tags.method_variant"] == "rewind_iters=7") & (runs["tags.budget_multiple"] == "1")]
+    imp_1x = runs[(runs["tags.method"] == "imp") & (runs["tags.method_variant"].fillna("") == "")
+                  & (runs["tags.budget_multiple"] == "1")]
     need = imp_1x["metrics.min_budget_epochs"].iloc[0] / 4
-    cell = rows_1x["imp [rewind_iters=7]"][1]
+    cell = rows_1x["imp"][1]
     shown = float(re.search(r"needs ≥ ([\d.]+)×", cell).group(1))
     assert shown >= need and shown - need < 0.1 and "0.00" not in cell  # never 0, never blank
-    assert re.search(r"\d+\.\d\d \(1\)", rows_10x["imp [rewind_iters=7]"][1])  # it ran at 10x
+    assert re.search(r"\d+\.\d\d \(1\)", rows_10x["imp"][1])  # it ran at 10x
     csv = pd.read_csv(out / "leaderboard.csv").set_index(["budget_multiple", "method", "target_sparsity"])
-    dnf = csv.loc[(1.0, "imp [rewind_iters=7]", 0.8)]
+    dnf = csv.loc[(1.0, "imp", 0.8)]
     assert dnf["n"] == 0 and dnf["n_does_not_fit"] == 1 and dnf["min_budget_multiple"] == pytest.approx(need)
-    assert csv.loc[(10.0, "imp [rewind_iters=7]", 0.8), "plan_rounds_mean"] == 8
+    assert csv.loc[(10.0, "imp", 0.8), "plan_rounds_mean"] == 8
     html = (out / "report.html").read_text()
     assert '<td class="dnf">needs ≥' in html
 
@@ -288,7 +290,7 @@ def test_cost_table_shows_the_plan_and_curves_are_drawn_per_sparsity(ladder):
     _, out = ladder
     text = (out / "report.md").read_text()
     cost = text.split("## Cost")[1].split("## Sanity")[0]
-    imp_row = [line for line in cost.splitlines() if "equal 10x" in line and "imp [rewind_iters=7]" in line][0]
+    imp_row = [line for line in cost.splitlines() if "equal 10x" in line and re.search(r"\| +imp \|", line)][0]
     assert re.search(r"\| +9 x [\d.]+ ep \|", imp_row)  # 9 rounds x round length (1 particle)
     assert "## Compute-matched curves" in text and "test_acc_vs_budget_equal_epochs_0800.png" in text
     assert (out / "test_acc_vs_budget_equal_epochs_0800.png").stat().st_size > 10_000

@@ -21,16 +21,18 @@ class Source:
     loader: Loader
     options: Mapping[str, Any]  # the valid option keys and their defaults
     cached: bool = False  # files under data_dir, by default the per-user data cache (data.download.data_home)
+    train_size: int | None = None  # the official training set's size when fixed: plans are priced unread
 
 
 SOURCES: dict[str, Source] = {
-    "cifar10": Source(cifar.load_cifar10, cifar.OPTIONS, cached=True),
-    "cifar100": Source(cifar.load_cifar100, cifar.OPTIONS, cached=True),
+    "cifar10": Source(cifar.load_cifar10, cifar.OPTIONS, cached=True, train_size=50_000),
+    "cifar100": Source(cifar.load_cifar100, cifar.OPTIONS, cached=True, train_size=50_000),
     "digits": Source(digits.load_digits_source, digits.OPTIONS),
     "imagefolder": Source(imagefolder.load_imagefolder, imagefolder.OPTIONS),
     "mnist1d": Source(mnist1d.load_mnist1d, mnist1d.OPTIONS),
     "smoke": Source(synthetic.load_smoke, synthetic.OPTIONS),
-    "tiny_imagenet": Source(imagefolder.load_tiny_imagenet, imagefolder.TINY_OPTIONS, cached=True),
+    "tiny_imagenet": Source(imagefolder.load_tiny_imagenet, imagefolder.TINY_OPTIONS, cached=True,
+                            train_size=100_000),
 }
 
 _CACHE: dict[tuple[Any, ...], RawDataset] = {}
