@@ -189,7 +189,8 @@ def _seed_item(item: str, value: str) -> range:
               help="Seconds of training between mid-trial checkpoints (default: $PRUNING_BENCH_CHECKPOINT_SECONDS "
                    "or 300); a killed trial resumes from its last one.")
 @click.option("--rerun", is_flag=True, help="Run trials again even if a finished run with the same key exists.")
-@click.option("--dry-run", is_flag=True, help="Print the trial plan and exit.")
+@click.option("--dry-run", is_flag=True, help="Print the trial plan with each trial's budget, the total training "
+                                               "and a time estimate (a few training steps measured here), and exit.")
 @click.option("--save-model", is_flag=True, help="Also log the final weights and masks as an artifact.")
 @click.option("--no-progress", is_flag=True, help="No progress bars (one line per trial is still printed).")
 def run(suite_name: str, methods: str | None, sparsities: str | None, seeds: str | None, epochs: float | None,
@@ -259,7 +260,11 @@ def run(suite_name: str, methods: str | None, sparsities: str | None, seeds: str
                       parse_seeds(seeds) or suite.seeds, policy, multiples=parse_multiples(budgets),
                       unit=budget_unit)
     if dry_run:
-        _print_plan(plan)
+        from pruning_bench.estimate import describe_plan
+
+        for line in describe_plan(suite, plan, lambda t: registry.get(t.method)(t.params), jobs=jobs,
+                                  threads=threads, device=device):
+            click.echo(line)
         return
     if ray_address and executor != "ray":
         raise BenchError(f"--ray-address {ray_address} needs --executor ray")
@@ -271,13 +276,6 @@ def run(suite_name: str, methods: str | None, sparsities: str | None, seeds: str
     code = run_sweep(suite, plan, [c.name for c in classes], options, echo=click.echo)
     if code:
         sys.exit(code)
-
-
-def _print_plan(plan) -> None:
-    click.echo(f"{len(plan)} trials:")
-    for k, trial in enumerate(plan, 1):
-        click.echo(f"  {k:>3}. {trial.label():<44} policy={trial.budget_policy} unit={trial.budget_unit} "
-                   f"epochs={trial.budget_epochs:g} key={trial.key}")
 
 
 @main.command()
@@ -320,10 +318,14 @@ def report(suite_names: tuple[str, ...], results_dir: Path, tracking_uri: str | 
     if not names:
         raise BenchError("--suite is empty; give a suite name, e.g. --suite mnist1d")
     names = list(dict.fromkeys(names))
+    from pruning_bench.suite import builtin_suites
+
     for raw in names:
-        name = load_suite(raw).name if raw.endswith(".toml") else raw
+        suite = load_suite(raw) if raw.endswith(".toml") or raw in builtin_suites() else None
+        name = suite.name if suite else raw
+        compare = [tuple(p) for p in suite.report.compare] if suite else None
         built = build_report(load_runs(uri, name, status=None), name, metric=metric, budget_policy=budget_policy,
-                             tracking_uri=uri)
+                             tracking_uri=uri, compare=compare)
         target = (out / name if len(names) > 1 else out) if out else results_dir / "reports" / name
         files = write_report(built, target, kinds)
         click.echo(f"\n{name}: {built.metric_label}\n{leaderboards_markdown(built)}")

@@ -165,6 +165,11 @@ class Context:
             self.budget.bind_epoch_seconds(self._seconds_per_sample[0])
         return self._seconds_per_sample
 
+    def measure_seconds_per_sample(self) -> float:
+        """Median seconds per sample of a training step of the current model on this device (measured on
+        a copy, nothing charged); what ``--dry-run`` prices a plan with."""
+        return self._calibrate()[0]
+
     def _calibrate(self) -> tuple[float, float]:
         """Median seconds per sample of single training steps and forward passes on a copy of the model
         (after untimed warm-up steps); the median, not the total, so one slow step does not skew it."""

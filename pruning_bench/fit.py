@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
 FIT = "fit"
 GRID_DIGITS = 2       # fit multiples are rounded up to this many significant digits
-SAFETY = 1e-9         # relative margin, so floating-point error never rounds a minimum below itself
 
 
 @dataclass(frozen=True)
@@ -74,7 +73,10 @@ def round_up_multiple(x: float) -> float:
     if not x > 1.0:
         return 1.0
     scale = 10.0 ** (GRID_DIGITS - 1 - math.floor(math.log10(x)))
-    return math.ceil(x * (1 + SAFETY) * scale) / scale
+    steps = math.ceil(x * scale - 1e-9)  # a minimum on the grid (4.5) stays there
+    while steps / scale < x:              # ... but never below the minimum itself
+        steps += 1
+    return steps / scale
 
 
 def has_minimum(method: Method) -> bool:

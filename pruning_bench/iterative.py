@@ -187,7 +187,7 @@ def plan_rounds(ctx: Context, *, prune_fraction: float, rewind_iters: int, rewin
     shortest = shortest_round(ctx.trainer.counts, ctx.min_round_epochs, plan_for)
     available = ctx.budget.remaining
     need = plan_price(ctx, shortest)
-    if need > available:
+    if need > available * (1 + 1e-12):  # the meter's own tolerance: a budget priced at exactly the minimum fits
         min_epochs = ctx.budget.to_epochs(ctx.budget.used + need)
         sparsities, particles = shortest.sparsities, shortest.particles
         raise DoesNotFit(

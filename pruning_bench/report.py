@@ -38,12 +38,14 @@ def parse_formats(value: str | None) -> list[str]:
     return list(dict.fromkeys(items))
 
 
-def leaderboard_markdown(runs: pd.DataFrame, metric: str = "test_acc") -> str:
-    """Each budget level's leaderboard of finished trial runs (as from :func:`load_runs`), for the
-    terminal at the end of ``bench run``."""
+def leaderboard_markdown(runs: pd.DataFrame, metric: str = "test_acc",
+                         compare: list[tuple[str, str]] | None = None) -> str:
+    """Each budget level's leaderboard of finished trial runs (as from :func:`load_runs`) and the
+    findings, for the terminal at the end of ``bench run``."""
     prepared = prepare_runs(runs, metric)
     latest, _ = latest_per_trial(prepared)
-    report = Report(suite="", metric=metric, cells=cell_table(latest, prepared.iloc[0:0], metric), header=[])
+    report = Report(suite="", metric=metric, cells=cell_table(latest, prepared.iloc[0:0], metric), header=[],
+                    compare=list(compare or [("swamp", "imp")]))
     return leaderboards_markdown(report)
 
 

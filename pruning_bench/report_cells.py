@@ -22,6 +22,7 @@ import pandas as pd
 from pruning_bench.errors import BenchError
 from pruning_bench.report_data import (
     FAILED_STATUSES,
+    FIT_LEVEL,
     col,
     explode_levels,
     latest_per_trial,
@@ -69,6 +70,7 @@ def cell_table(finished: pd.DataFrame, failed: pd.DataFrame, metric: str) -> pd.
                "base_method": _first(cell, fails, "method"), "target_sparsity": target, "metric": metric,
                "mean": s.mean, "std": s.std, "n": s.n, "ci_low": s.ci_low, "ci_high": s.ci_high,
                "seeds": " ".join(str(int(x)) for x in sorted(done["seed"].dropna().unique())),
+               "values": done.sort_values("seed")["value"].dropna().tolist(),
                "n_failed": len(fails), "n_failed_unrecovered": len(lost_here), "n_does_not_fit": len(dnf),
                "min_budget_epochs": float(col(dnf, "metrics.min_budget_epochs").max()) if len(dnf) else math.nan,
                "base_epochs": float(base_epochs.iloc[0]) if len(base_epochs) else math.nan,
@@ -160,7 +162,24 @@ def levels(cells: pd.DataFrame) -> list[tuple[str, str, str]]:
     """The budget levels present, in reading order (policy, unit, level): equal before native, epochs
     first, ``fit`` before the multiples."""
     keys = {(p, u, lv) for p, u, lv in zip(cells["policy"], cells["unit"], cells["level"], strict=True)}
+    keys -= {k for k in keys if k[2] != FIT_LEVEL and _same_cells(cells, k, (k[0], k[1], FIT_LEVEL))}
     return sorted(keys, key=lambda k: (k[0] != "equal", k[1] != "epochs", k[0], k[1], level_order(k[2])))
+
+
+def shown_cells(cells: pd.DataFrame) -> pd.DataFrame:
+    """The cells of the levels the report shows (:func:`levels`: a level identical to ``fit`` is shown once)."""
+    keep = set(levels(cells))
+    return cells[[k in keep for k in zip(cells["policy"], cells["unit"], cells["level"], strict=True)]]
+
+
+def _same_cells(cells: pd.DataFrame, a: tuple[str, str, str], b: tuple[str, str, str]) -> bool:
+    """Whether two levels hold the very same cells (a fit level that resolved to 1x in every column of a
+    plan whose methods all fit the base run): the report then shows it once, as ``fit``."""
+    def signature(level: tuple[str, str, str]) -> set:
+        here = level_cells(cells, level)
+        return set(zip(here["method"], here["target_sparsity"], here["budget_multiple"], here["n"], strict=True))
+    other = signature(b)
+    return bool(other) and signature(a) == other
 
 
 def level_cells(cells: pd.DataFrame, level: tuple[str, str, str]) -> pd.DataFrame:
@@ -178,6 +197,7 @@ class Report:
     header: list[tuple[str, str]]
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    compare: list[tuple[str, str]] = field(default_factory=lambda: [("swamp", "imp")])  # the suite's [report]
 
     @property
     def metric_label(self) -> str:
@@ -193,7 +213,7 @@ class Report:
 
 
 def build_report(runs: pd.DataFrame, suite: str, *, metric: str = "test_acc", budget_policy: str | None = None,
-                 tracking_uri: str = "") -> Report:
+                 tracking_uri: str = "", compare: list[tuple[str, str]] | None = None) -> Report:
     """A :class:`Report` from all trial runs of a suite (any status, as from ``load_runs(status=None)``)."""
     if runs.empty:
         raise BenchError(f"suite '{suite}' has no trial runs in {tracking_uri or 'the tracking store'}")
@@ -214,7 +234,7 @@ def build_report(runs: pd.DataFrame, suite: str, *, metric: str = "test_acc", bu
                          f"logged metrics: {', '.join(known)}")
     finished, superseded = latest_per_trial(finished_all)
     cells = cell_table(finished, failed, metric)
-    return Report(suite=suite, metric=metric, cells=cells,
+    return Report(suite=suite, metric=metric, cells=cells, compare=list(compare or [("swamp", "imp")]),
                   header=_header(prepared, finished, suite, metric, budget_policy, tracking_uri),
                   warnings=_warnings(prepared, finished, failed, runs, budget_policy),
                   notes=_notes(cells, finished, superseded, len(prepared) - len(finished_all) - len(failed)))
@@ -232,6 +252,8 @@ def _header(prepared: pd.DataFrame, finished: pd.DataFrame, suite: str, metric: 
                 sorted(set(zip(col(finished, "tags.harness_version").astype(str),
                                col(finished, "tags.result_version").astype(str), strict=True)))]
     multiples = ", ".join(f"{m:g}x" for m in sorted(finished["multiple"].unique()))
+    if (col(finished, "tags.budget_level", "").astype(str).str.contains(FIT_LEVEL)).any():
+        multiples = f"{multiples} (fit: the smallest at which every method of the plan fits, per column)"
     return [
         ("Suite", suite),
         ("Data set / model", f"{', '.join(values(finished, 'tags.dataset')) or '?'} / "

@@ -8,7 +8,7 @@ import base64
 import html
 from pathlib import Path
 
-from pruning_bench.report_render import Document, Figure, Table
+from pruning_bench.report_render import Bullets, Document, Figure, Table
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
@@ -69,6 +69,9 @@ def render_html(doc: Document) -> str:
                 parts.append(_table(block))
             elif isinstance(block, Figure):
                 parts.append(f"<figure>{_image(block.path)}<figcaption>{_e(block.caption)}</figcaption></figure>")
+            elif isinstance(block, Bullets):
+                items = "".join(f"<li>{_e(item)}</li>" for item in block.items)
+                parts.append(f"<p><strong>{_e(block.title)}</strong></p><ul>{items}</ul>")
             else:
                 parts.append(f"<p>{_e(_plain(block))}</p>")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

@@ -11,13 +11,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from pruning_bench.report_cells import Report, level_cells, levels, pct, scale_of
+from pruning_bench.report_cells import Report, level_cells, levels, pct, scale_of, shown_cells
 from pruning_bench.report_data import FIT_LEVEL, level_order
+from pruning_bench.report_findings import column_resolution, findings
 from pruning_bench.report_stats import TEST_DESCRIPTION, ceil_2sig, si_split
 
 MISSING = "—"
+RESOLUTION_ROW = "smallest significant difference"  # the leaderboard's last row: what Welch's test resolves
 LEGEND = ("Cells: mean ± sample std (n seeds) of the final model. **Bold ★** = best mean in the column "
           "(among rows of the same budget level); ≈ = statistically indistinguishable from the best; "
+          f"the last row, '{RESOLUTION_ROW}', is the smallest difference of two rows' means that Welch's test "
+          "calls significant at p < 0.05 with the column's seeds and pooled spread; "
           "— = no run; 'needs ≥ N×' = the method's own schedule does not fit this budget (recorded, not run; "
           "N = the smallest multiple of the base run that fits). The _dense_ row is the unpruned baseline of "
           "the same budget (target sparsity 0), repeated in every column as a reference and not ranked.")
@@ -47,9 +51,17 @@ class Figure:
 
 
 @dataclass
+class Bullets:
+    """A titled list of sentences (one leaderboard column's findings)."""
+
+    title: str
+    items: list[str]
+
+
+@dataclass
 class Section:
     title: str
-    blocks: list[Table | Figure | str] = field(default_factory=list)  # str = a paragraph
+    blocks: list[Table | Figure | Bullets | str] = field(default_factory=list)  # str = a paragraph
 
 
 @dataclass
@@ -117,6 +129,10 @@ def leaderboard_table(cells: pd.DataFrame, metric: str) -> Table:
             cell = _fmt_cell(match.iloc[0], scale)
             line.append(Cell(cell.text, "ref") if row in refs and cell.kind == "normal" else cell)
         rows.append(line)
+    resolvable = [column_resolution(cells[(cells["target_sparsity"] == t) & (cells["n"] > 0)]) for t in targets]
+    if any(r is not None for r in resolvable):
+        rows.append([Cell(RESOLUTION_ROW)] + [Cell(f"≥ {r[2] * scale:.2f} ({r[1]} seeds)" if r else MISSING, "ref")
+                                               for r in resolvable])
     heads = [(f"{pct(t)} (fit = {multiples[t]:g}×)" if fit and t in multiples else pct(t)) if t > 0
              else "dense (0%)" for t in targets]
     return Table(["method \\ target sparsity", *heads], rows)
@@ -239,11 +255,21 @@ def frame_table(frame: pd.DataFrame) -> Table:
 
 # ---------------------------------------------------------------------------------------- document
 
+def findings_blocks(report: Report) -> list[Bullets]:
+    """Each leaderboard column's findings (:mod:`pruning_bench.report_findings`) under its level's title."""
+    return [Bullets(f"{level_title(report.cells, f.level)}; {pct(f.target)} sparsity", f.lines)
+            for f in findings(report.cells, report.metric, report.compare)]
+
+
 def document(report: Report, plots: dict[str, Path] | None = None) -> Document:
-    """The report laid out: one leaderboard per budget level, compute-matched curves, cost, sanity,
-    plots. ``plots`` (caption -> PNG) come from :func:`pruning_bench.report_plots.write_plots`."""
+    """The report laid out: findings first, then one leaderboard per budget level, compute-matched
+    curves, cost, sanity, plots. ``plots`` (caption -> PNG) come from
+    :func:`pruning_bench.report_plots.write_plots`."""
     plots = plots or {}
     sections = []
+    blocks = findings_blocks(report)
+    if blocks:
+        sections.append(Section(f"Findings: {report.metric_label}", [*blocks, f"Significance: {TEST_DESCRIPTION}"]))
     for i, level in enumerate(levels(report.cells)):
         blocks: list[Table | Figure | str] = [leaderboard_table(level_cells(report.cells, level), report.metric)]
         if i == 0:
@@ -257,8 +283,8 @@ def document(report: Report, plots: dict[str, Path] | None = None) -> Document:
             "Each method's accuracy against the budget it was given (multiples of the base run; error bars: "
             "std over seeds). Where a curve starts late, the method's own schedule did not fit the smaller "
             "budgets.", *(Figure(p, c) for c, p in curves.items())]))
-    sections.append(Section("Cost", [COST_LEGEND, frame_table(cost_table(report.cells))]))
-    sections.append(Section("Sanity checks", [frame_table(sanity_table(report.cells))]))
+    sections.append(Section("Cost", [COST_LEGEND, frame_table(cost_table(shown_cells(report.cells)))]))
+    sections.append(Section("Sanity checks", [frame_table(sanity_table(shown_cells(report.cells)))]))
     others = [Figure(p, c) for c, p in plots.items() if c not in curves]
     if others:
         sections.append(Section("Plots", others))
@@ -289,15 +315,23 @@ def render_markdown(doc: Document) -> str:
                 lines += [markdown_table(block), ""]
             elif isinstance(block, Figure):
                 lines += [f"![{block.caption}]({block.path.name})", "", f"*{block.caption}*", ""]
+            elif isinstance(block, Bullets):
+                lines += [f"**{block.title}**", "", *(f"- {item}" for item in block.items), ""]
             else:
                 lines += [("- " + block) if section.title == "Notes" else block, ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
 def leaderboards_markdown(report: Report) -> str:
-    """Every budget level's leaderboard as Markdown, each under its title (for the terminal)."""
+    """Every budget level's leaderboard as Markdown, each under its title, then the findings (for the
+    terminal)."""
     parts = []
     for level in levels(report.cells):
         parts += [f"\n{level_title(report.cells, level)}:\n",
                   markdown_table(leaderboard_table(level_cells(report.cells, level), report.metric))]
+    blocks = findings_blocks(report)
+    if blocks:
+        parts.append("\nFindings:")
+        for block in blocks:
+            parts += [f"\n{block.title}:", *(f"- {item}" for item in block.items)]
     return "\n".join(parts)

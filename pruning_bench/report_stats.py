@@ -69,6 +69,52 @@ def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
 
 
 @dataclass(frozen=True)
+class Difference:
+    """``a - b`` of two cells' means, its Welch 95% confidence interval and two-sided p."""
+
+    diff: float
+    low: float
+    high: float
+    p: float
+
+
+def welch_difference(a: Sequence[float], b: Sequence[float]) -> Difference:
+    """Difference of means with a Welch-Satterthwaite 95% interval (NaN bounds with fewer than two values
+    on a side, or no spread at all)."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    diff = float(x.mean() - y.mean()) if x.size and y.size else math.nan
+    if x.size < 2 or y.size < 2:
+        return Difference(diff, math.nan, math.nan, math.nan)
+    vx, vy = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
+    se = math.sqrt(vx + vy)
+    if se == 0:
+        return Difference(diff, diff, diff, welch_p(x, y))
+    df = (vx + vy) ** 2 / (vx ** 2 / (x.size - 1) + vy ** 2 / (y.size - 1))
+    half = float(stats.t.ppf(1 - ALPHA / 2, df)) * se
+    return Difference(diff, diff - half, diff + half, welch_p(x, y))
+
+
+def resolvable_difference(sd: float, n: int) -> float:
+    """The smallest difference of two means, each over ``n`` seeds with spread ``sd``, that Welch's test
+    calls significant (two-sided, ALPHA): t(1 - ALPHA/2, 2n - 2) x sd x sqrt(2 / n). NaN for n < 2."""
+    if n < 2 or not sd >= 0:
+        return math.nan
+    return float(stats.t.ppf(1 - ALPHA / 2, 2 * n - 2)) * sd * math.sqrt(2.0 / n)
+
+
+def seeds_to_resolve(difference: float, sd: float, most: int = 1000) -> int | None:
+    """The fewest seeds per row at which ``difference`` is resolvable (None beyond ``most``)."""
+    if not sd > 0:
+        return 2 if sd == 0 else None
+    n = 2
+    while resolvable_difference(sd, n) > difference:
+        n += 1
+        if n > most:
+            return None
+    return n
+
+
+@dataclass(frozen=True)
 class Ranking:
     """Per cell of one column: whether it is the best, tied with the best, and the p-value against it."""
 

@@ -102,7 +102,8 @@ def run_sweep(suite: Suite, plan: Sequence[Trial], method_names: Sequence[str], 
         share_tracker(tracker, suite.name)  # trials run in this process reuse it
         if len(plan) > len(pending):
             echo(f"Skipping {len(plan) - len(pending)} finished trials; running {len(pending)} of {len(plan)}.")
-        levels = ", ".join(f"{m:g}x" for m in sorted({t.budget_multiple for t in pending}))
+        levels = ", ".join(sorted({("fit=" if "fit" in t.budget_levels else "") + f"{t.budget_multiple:g}x"
+                                   for t in pending}))
         echo(f"Suite '{suite.name}' ({suite.dataset.name}, {suite.model.name}, base {suite.budget.epochs:g} "
              f"epochs, budgets {levels} in {plan[0].budget_unit}, policy {plan[0].budget_policy}) on {dev}; "
              f"tracking {uri}")
@@ -123,7 +124,7 @@ def run_sweep(suite: Suite, plan: Sequence[Trial], method_names: Sequence[str], 
                 if counts["does_not_fit"] else "")
              + (f"; {counts['skipped']} skipped (finished or running elsewhere)" if counts["skipped"] else "")
              + (f"; {failed} FAILED" if failed else "") + ".")
-    leaderboard = _leaderboard_text(uri, suite.name, plan)
+    leaderboard = _leaderboard_text(uri, suite, plan)
     if leaderboard:
         echo(leaderboard)
     if options.answer_key and not failed:
@@ -194,14 +195,16 @@ def _describe(trial: Trial, outcome: JobOutcome, summary_line) -> str:
     return summary_line(trial, outcome.metrics, outcome.outcome)
 
 
-def _leaderboard_text(uri: str, suite_name: str, plan: Sequence[Trial]) -> str:
-    """The leaderboard of the plan's trials ("" when none has a run)."""
+def _leaderboard_text(uri: str, suite: Suite, plan: Sequence[Trial]) -> str:
+    """The leaderboard of the plan's trials and its findings ("" when none has a run)."""
     from pruning_bench.report import leaderboard_markdown, load_runs
 
-    runs = load_runs(uri, suite_name)
+    runs = load_runs(uri, suite.name)
     if not runs.empty and "tags.trial_key" in runs:
-        runs = runs[runs["tags.trial_key"].isin({t.key for t in plan})]
+        levels = {t.key: t.level_tag for t in plan}  # this plan's levels, whatever other plans reused a trial as
+        runs = runs[runs["tags.trial_key"].isin(levels)].copy()
+        runs["tags.budget_level"] = runs["tags.trial_key"].map(levels)
     if runs.empty or "tags.trial_key" not in runs:
         return ""
     return ("\nTest accuracy (%) of this plan's trials, mean ± std (n seeds), per budget level:\n"
-            + leaderboard_markdown(runs))
+            + leaderboard_markdown(runs, compare=[tuple(p) for p in suite.report.compare]))

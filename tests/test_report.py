@@ -83,11 +83,14 @@ def test_markdown_leaderboard_has_the_expected_rows_and_columns(report_dir):
     text = (report_dir / "report.md").read_text()
     rows = leaderboard_rows(text)
     assert rows[0] == ["method \\ target sparsity", "50%", "80%"]
-    assert [r[0] for r in rows[2:]] == METHODS  # dense first
+    assert [r[0] for r in rows[2:-1]] == METHODS  # dense first
     dense = rows[2]
     assert dense[1] == dense[2] and dense[1].startswith("_")  # the reference, repeated, not ranked
+    resolution = rows[-1]  # what Welch's test can resolve in each column, with its seeds
+    assert resolution[0] == "smallest significant difference"
+    assert all(re.fullmatch(r"_≥ \d+\.\d\d \(2 seeds\)_", c) for c in resolution[1:])
     for col in (1, 2):
-        cells = [r[col] for r in rows[3:]]
+        cells = [r[col] for r in rows[3:-1]]
         assert sum("★" in c for c in cells) >= 1
         assert all(re.search(r"\d+\.\d\d ± \d+\.\d\d \(2\)", c) for c in cells)
     for heading in ("## Cost", "## Sanity checks", "Welch", "Git commits", "harness", "Seeds**: 0, 1 (2)"):
@@ -206,7 +209,7 @@ def test_budget_policy_filter_keeps_failures_and_says_what_it_left_out(mixed_sto
     text = (out / "report.md").read_text()
     assert "1 run(s) with other budget policies (native) are left out" in text
     assert "1 trial run(s) FAILED" in text
-    assert [r[0] for r in leaderboard_rows(text)[2:]] == METHODS
+    assert [r[0] for r in leaderboard_rows(text)[2:-1]] == METHODS
     assert not (out / "report.html").exists() and not (out / "leaderboard.csv").exists()
 
 
