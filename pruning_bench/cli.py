@@ -273,7 +273,13 @@ def run(suite_name: str, methods: str | None, sparsities: str | None, seeds: str
                            plugins=plugins, executor=executor, ray_address=ray_address,
                            cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                            checkpoint_seconds=checkpoint_every, answer_key=answer_key)
-    code = run_sweep(suite, plan, [c.name for c in classes], options, echo=click.echo)
+    from pruning_bench.estimate import price_plan, total_line
+
+    def method_for(trial):
+        return registry.get(trial.method)(trial.params)
+
+    code = run_sweep(suite, plan, [c.name for c in classes], options, echo=click.echo,
+                     cost=lambda trials: total_line(price_plan(suite, trials, method_for)))
     if code:
         sys.exit(code)
 

@@ -68,6 +68,14 @@ def fit_summary(costs: Sequence[TrialCost]) -> list[str]:
     return lines
 
 
+def total_line(costs: Sequence[TrialCost]) -> str:
+    """``7,104 epochs of training in 24 trials (3 will be recorded as does_not_fit and cost nothing)``."""
+    total = sum(c.epochs for c in costs)
+    skipped = sum(1 for c in costs if c.epochs == 0)
+    return (f"{total:,.0f} epochs of training in {len(costs) - skipped} trials"
+            + (f" ({skipped} will be recorded as does_not_fit and cost nothing)" if skipped else ""))
+
+
 def measured_epoch_seconds(suite: Suite, device: str | None, threads: int) -> tuple[float, str]:
     """Seconds per dense training epoch of the suite's model on this machine with ``threads`` torch
     threads: the median of single timed steps after warm-up steps (Context.measure_seconds_per_sample),
@@ -126,8 +134,7 @@ def describe_plan(suite: Suite, plan: Sequence[Trial], method_for: Callable[[Tri
     lines += [f"Budget level {line}" for line in fit_summary(costs)]
     total = sum(c.epochs for c in costs)
     skipped = sum(1 for c in costs if c.epochs == 0)
-    lines.append(f"Total: {total:,.0f} epochs of training in {len(plan) - skipped} trials"
-                 + (f" ({skipped} will be recorded as does_not_fit and cost nothing)" if skipped else "") + ".")
+    lines.append(f"Total: {total_line(costs)}.")
     workers = max(1, min(jobs, len(plan) - skipped))
     if measure and total > 0:
         per_trial = threads or max(1, available_cores() // workers)

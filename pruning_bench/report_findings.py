@@ -46,7 +46,7 @@ def findings(cells: pd.DataFrame, metric: str,
                 continue
             finding = Finding(level, target)
             finding.lines += _leaders(column, scale)
-            finding.lines += _versus_random(column)
+            finding.lines += _versus_random(column, scale, unit)
             finding.lines += [_comparison(column, a, b, scale, unit) for a, b in compare
                               if _row(column, a) is not None and _row(column, b) is not None]
             finding.lines.append(_resolution(column, scale, unit))
@@ -56,7 +56,8 @@ def findings(cells: pd.DataFrame, metric: str,
 
 def _fmt(rec: pd.Series, scale: float) -> str:
     spread = f" ± {rec['std'] * scale:.2f}" if rec["n"] > 1 else ""
-    return f"{rec['method']} {rec['mean'] * scale:.2f}{spread} ({int(rec['n'])} seeds)"
+    n = int(rec["n"])
+    return f"{rec['method']} {rec['mean'] * scale:.2f}{spread} ({n} seed{'s' if n != 1 else ''})"
 
 
 def _leaders(column: pd.DataFrame, scale: float) -> list[str]:
@@ -78,16 +79,20 @@ def _leaders(column: pd.DataFrame, scale: float) -> list[str]:
     return [line + "."]
 
 
-def _versus_random(column: pd.DataFrame) -> list[str]:
-    if not (column["base_method"] == RANDOM_BASELINE).any():
+def _versus_random(column: pd.DataFrame, scale: float, unit: str) -> list[str]:
+    baseline = _row(column, RANDOM_BASELINE)
+    if baseline is None:
         return []
     weak = column[column["vs_random"].isin(["tied", "below"])]
     if weak.empty:
         beat = column[column["vs_random"] == "above"]
         return [f"Every pruned row tested beats the random-pruning baseline ({len(beat)} rows, Welch p < 0.05)."]
-    items = ", ".join(f"{r['method']} ({'indistinguishable' if r['vs_random'] == 'tied' else 'below'})"
-                      for _, r in weak.iterrows())
-    return [f"No better than random pruning (Welch p ≥ {ALPHA:g}, or significantly below): {items}."]
+    items = []
+    for _, r in weak.iterrows():
+        d = welch_difference(r["values"], baseline["values"])
+        verdict = "significantly below" if r["vs_random"] == "below" else "indistinguishable"
+        items.append(f"{r['method']} ({d.diff * scale:+.2f}{unit}, p = {d.p:.2f}: {verdict})")
+    return [f"No better than random pruning ({RANDOM_BASELINE} {baseline['mean'] * scale:.2f}): {', '.join(items)}."]
 
 
 def _row(column: pd.DataFrame, method: str) -> pd.Series | None:

@@ -74,9 +74,9 @@ def _validate(suite: Suite, plan: Sequence[Trial], device: str | None) -> torch.
 
 
 def run_sweep(suite: Suite, plan: Sequence[Trial], method_names: Sequence[str], options: SweepOptions,
-              echo: Callable[[str], None]) -> int:
+              echo: Callable[[str], None], cost: Callable[[Sequence[Trial]], str] | None = None) -> int:
     """Run the plan's pending trials and print the leaderboard; returns the exit code (1 if a trial
-    failed)."""
+    failed). ``cost(trials)`` describes what the pending trials will train (printed before they run)."""
     from pruning_bench.claims import Heartbeat
     from pruning_bench.tracking import Tracker, default_tracking_uri, git_commit, store_has_experiment
 
@@ -107,6 +107,8 @@ def run_sweep(suite: Suite, plan: Sequence[Trial], method_names: Sequence[str], 
         echo(f"Suite '{suite.name}' ({suite.dataset.name}, {suite.model.name}, base {suite.budget.epochs:g} "
              f"epochs, budgets {levels} in {plan[0].budget_unit}, policy {plan[0].budget_policy}) on {dev}; "
              f"tracking {uri}")
+        if cost is not None:
+            echo(f"To run: {cost(pending)}.")
         start = time.perf_counter()
         with tracker.run(f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}",
                          tags={"sweep": "1", "suite": suite.name, "git_commit": git_commit()},

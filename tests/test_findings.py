@@ -79,6 +79,8 @@ def test_the_report_opens_with_findings_and_names_each_columns_multiple(fit_swee
         assert re.search(r"- Best: \w+ \d+\.\d\d ± \d+\.\d\d \(3 seeds\)", block)
         assert re.search(r"- swamp − imp: [+-]\d+\.\d\d points \(95% CI [+-]\d+\.\d\d to [+-]\d+\.\d\d\), "
                          r"p = \d\.\d{3}: (not )?significant at p < 0.05\.", block)
+        assert re.search(r"- No better than random pruning \(random \d+\.\d\d\): (\w+ \([+-]\d+\.\d\d points, "
+                         r"p = \d\.\d\d: (indistinguishable|significantly below)\)(, )?)+\.", block)
         assert re.search(r"- Resolution: with 3 seeds per row and the spread measured here \(pooled sd "
                          r"\d+\.\d\d points\), differences of at least \d+\.\d\d points reach p < 0.05", block)
     board = text.split("## Leaderboard")[1]
