@@ -220,6 +220,14 @@ def run(suite_name: str, methods: str | None, sparsities: str | None, seeds: str
         from pruning_bench.cores import register_this_process
 
         register_this_process()
+    if no_progress:  # download bars too, in this process and its workers (for this command only)
+        import os
+
+        from pruning_bench.data.download import NO_PROGRESS_ENV
+
+        if NO_PROGRESS_ENV not in os.environ:
+            os.environ[NO_PROGRESS_ENV] = "1"
+            click.get_current_context().call_on_close(lambda: os.environ.pop(NO_PROGRESS_ENV, None))
     from pruning_bench.registry import default_registry
     from pruning_bench.sweep import SweepOptions, run_sweep
     from pruning_bench.trial import MethodSpec, build_plan
@@ -268,6 +276,9 @@ def run(suite_name: str, methods: str | None, sparsities: str | None, seeds: str
         return
     if ray_address and executor != "ray":
         raise BenchError(f"--ray-address {ray_address} needs --executor ray")
+    from pruning_bench.tracking import check_server, default_tracking_uri
+
+    check_server(tracking_uri or default_tracking_uri(results_dir))
     options = SweepOptions(results_dir=results_dir, tracking_uri=tracking_uri, device=device, rerun=rerun,
                            save_model=save_model, progress=not no_progress, threads=threads, jobs=jobs,
                            plugins=plugins, executor=executor, ray_address=ray_address,
@@ -316,10 +327,11 @@ def report(suite_names: tuple[str, ...], results_dir: Path, tracking_uri: str | 
         parse_formats,
         write_report,
     )
-    from pruning_bench.tracking import default_tracking_uri
+    from pruning_bench.tracking import check_server, default_tracking_uri
 
     uri = tracking_uri or default_tracking_uri(results_dir)
     kinds = parse_formats(formats)
+    check_server(uri)
     names = [n for value in suite_names for n in _split(value)]
     if not names:
         raise BenchError("--suite is empty; give a suite name, e.g. --suite mnist1d")

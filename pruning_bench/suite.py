@@ -172,7 +172,10 @@ def load_suite(name_or_path: str) -> Suite:
             if "name" in model else model
     suite = _build(Suite, data, str(path), "")
     levels = [parse_level(m, f"{path}: key 'budget.multiples'") for m in suite.budget.multiples]
-    suite = dataclasses.replace(suite, source=str(path),
+    dataset = suite.dataset
+    if dataset.data_dir and not Path(dataset.data_dir).expanduser().is_absolute():  # from the file's folder
+        dataset = dataclasses.replace(dataset, data_dir=str((path.parent / dataset.data_dir).resolve()))
+    suite = dataclasses.replace(suite, source=str(path), dataset=dataset,
                                 budget=dataclasses.replace(suite.budget, multiples=list(dict.fromkeys(levels))))
     validate_suite(suite, str(path))
     return suite
@@ -185,6 +188,9 @@ def validate_suite(suite: Suite, where: str) -> None:
             raise BenchError(f"{where}: key '{key}' is empty; give at least one value")
     for s in suite.sparsities:
         check_sparsity(s, f"{where}: key 'sparsities'")
+    for seed in suite.seeds:
+        if seed < 0:
+            raise BenchError(f"{where}: key 'seeds': seed {seed} is negative; seeds are integers >= 0, e.g. [0, 1, 2]")
     if suite.budget.policy not in POLICIES:
         raise BenchError(f"{where}: key 'budget.policy' is '{suite.budget.policy}'; valid: {', '.join(POLICIES)}")
     if suite.budget.epochs <= 0:

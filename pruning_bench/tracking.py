@@ -69,6 +69,38 @@ def default_tracking_uri(results_dir: str | Path) -> str:
     return f"sqlite:///{Path(results_dir).resolve() / 'mlflow.db'}"
 
 
+SERVER_PATIENCE_SECONDS = 10.0  # how long `bench run` / `bench report` wait for a tracking server to answer
+
+
+def check_server(uri: str, patience: float = SERVER_PATIENCE_SECONDS) -> None:
+    """For an ``http(s)://`` tracking URI, wait up to ``patience`` seconds for its ``/health`` to answer;
+    one that does not is a BenchError naming the URI and how to start a server (MLflow's own client
+    would retry for minutes without a word). Other URIs (a local SQLite store) are not checked."""
+    import urllib.error
+    import urllib.request
+
+    if not uri.startswith(("http://", "https://")):
+        return
+    deadline = time.monotonic() + patience
+    reason = ""
+    while True:
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=min(5.0, patience)) as response:
+                if response.status == 200:
+                    return
+                reason = f"HTTP {response.status}"
+        except urllib.error.HTTPError as err:
+            reason = f"HTTP {err.code}"
+        except (urllib.error.URLError, OSError) as err:
+            reason = str(getattr(err, "reason", err))
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
+    raise BenchError(f"the tracking server {uri} does not answer ({reason}) after {patience:g} s; start one "
+                     "with `bench server --host 0.0.0.0 --port PORT` on the machine it names, or check "
+                     "--tracking-uri / MLFLOW_TRACKING_URI")
+
+
 @contextmanager
 def tracking_uri_scope(uri: str) -> Iterator[None]:
     """Point MLflow's fluent API (``mlflow.search_runs``) at ``uri`` for a block.

@@ -6,7 +6,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import os
 import pickle
+import shutil
 import socket
 import tarfile
 import threading
@@ -167,6 +169,31 @@ def test_bench_run_downloads_into_the_cache_once_and_trains(tmp_path, cache, ser
     second = run_suite(tmp_path, "--rerun")  # the trials again, so the data is loaded again
     assert second.exit_code == 0, second.output
     assert "Ran 2 trials" in second.output and len(server.requests) == 1  # not downloaded again
+
+
+def test_no_progress_hides_the_download_bar_too(tmp_path, cache, server, monkeypatch):
+    import tqdm.auto
+
+    serve_cifar10(server, monkeypatch)
+    shown: list[object] = []
+    real = tqdm.auto.tqdm
+
+    def spy(*args, **kwargs):
+        if kwargs.get("unit") == "B":  # the download bar
+            shown.append(kwargs.get("disable"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", spy)
+    assert run_suite(tmp_path).exit_code == 0  # run_suite passes --no-progress
+    assert shown == [True]  # off, even on a terminal
+    assert "PRUNING_BENCH_NO_PROGRESS" not in os.environ  # for that command only
+    clear_cache()
+    for path in cache.iterdir():
+        shutil.rmtree(path)
+    suite = tmp_path / "tiny_cifar10.toml"
+    result = CliRunner().invoke(main, ["run", "--suite", str(suite), "--threads", "1", "--rerun",
+                                       "--results-dir", str(tmp_path / "results")])
+    assert result.exit_code == 0 and shown == [True, None]  # without it: shown on a terminal (tqdm decides)
 
 
 def test_wrong_checksum_is_one_error_line_and_leaves_nothing(tmp_path, cache, server, monkeypatch):

@@ -85,9 +85,9 @@ def test_streams_batches_without_a_whole_set_tensor(folder, monkeypatch):
     sizes: list[int] = []
     real = ImageFiles.decode
 
-    def spy(self: ImageFiles, indices):
+    def spy(self: ImageFiles, indices, stream=None):
         sizes.append(len(indices))
-        return real(self, indices)
+        return real(self, indices, stream)
 
     monkeypatch.setattr(ImageFiles, "decode", spy)
     stream = BatchStream(data.train_x, data.train_y, batch_size=4, data_seed=0, augmentation="rrc_flip",
@@ -99,6 +99,30 @@ def test_streams_batches_without_a_whole_set_tensor(folder, monkeypatch):
                                             std=data.std, device="cpu")]
     assert [len(b) for b in seen] == [5, 1]
     assert sizes and max(sizes) <= 5  # never more than a batch decoded at once
+
+
+def test_two_streams_over_one_set_keep_their_own_prefetches(folder, monkeypatch):
+    data = load_dataset("imagefolder", seed=0, val_fraction=0.25, data_dir=str(folder),
+                        options={"image_size": 8, "resize": 10, "workers": 2})
+    submitted: list[tuple[int, ...]] = []
+    real = ImageFiles._submit
+
+    def spy(self: ImageFiles, indices):
+        submitted.append(tuple(indices))
+        return real(self, indices)
+
+    monkeypatch.setattr(ImageFiles, "_submit", spy)
+    a, b = (BatchStream(data.train_x, data.train_y, batch_size=4, data_seed=seed, augmentation="none",
+                        mean=data.mean, std=data.std, device="cpu") for seed in (1, 2))
+    alone = BatchStream(data.train_x, data.train_y, batch_size=4, data_seed=1, augmentation="none",
+                        mean=data.mean, std=data.std, device="cpu")
+    for step in range(3):  # SWAMP-like: two particles' streams interleaved
+        for stream in (a, b):
+            stream.batch(step)
+    # each stream: its first batch decoded on demand, then every batch from its own prefetch (2 ahead):
+    # nothing is decoded twice because the other stream asked in between
+    assert len(submitted) == 2 * (1 + 2 + 2) and len(set(submitted)) == len(submitted)
+    assert torch.equal(a.batch(3)[0], alone.batch(3)[0])  # same seed, same batch, wherever it was decoded
 
 
 def test_rewind_replays_the_same_batches(folder):

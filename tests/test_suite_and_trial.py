@@ -29,6 +29,10 @@ def test_every_builtin_suite_loads():
      "sparsity 1.5 is out of range"),
     ('[dataset]\nname = "smoke"\n[model]\nname = "smoke_cnn"\n', "missing required key 'budget'"),
     ('[dataset\nname = "smoke"\n', "not valid TOML"),
+    ('seeds = [0, -1]\n[dataset]\nname = "smoke"\n[model]\nname = "smoke_cnn"\n[budget]\nepochs = 1\n',
+     "key 'seeds': seed -1 is negative"),
+    ('[report]\ncompare = [["swamp"]]\n[dataset]\nname = "smoke"\n[model]\nname = "smoke_cnn"\n[budget]\nepochs = 1\n',
+     "key 'report.compare' holds pairs of two method names"),
 ])
 def test_malformed_suite_files(tmp_path, text, message):
     path = tmp_path / "bad.toml"
@@ -79,6 +83,18 @@ def test_where_the_data_lives_does_not_change_the_key():
 def test_duplicate_sparsities_and_seeds_plan_each_trial_once():
     plan = build_plan(load_suite("smoke"), [Snip], [0.5, 0.50], [0, 0], "equal")
     assert len(plan) == 1
+
+
+def test_a_relative_data_dir_is_read_from_the_suite_files_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "suites"
+    folder.mkdir()
+    (folder / "s.toml").write_text('[dataset]\nname = "cifar10"\ndata_dir = "../data"\n[model]\nname = "resnet20"\n'
+                                   '[budget]\nepochs = 1\n')
+    monkeypatch.chdir(folder.parent.parent)  # anywhere else
+    assert load_suite(str(folder / "s.toml")).dataset.data_dir == str(tmp_path / "data")
+    (folder / "s.toml").write_text('[dataset]\nname = "cifar10"\ndata_dir = "/abs/data"\n[model]\nname = "resnet20"\n'
+                                   '[budget]\nepochs = 1\n')
+    assert load_suite(str(folder / "s.toml")).dataset.data_dir == "/abs/data"
 
 
 def test_empty_seed_list_is_rejected(tmp_path):

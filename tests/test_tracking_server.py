@@ -209,3 +209,19 @@ def test_server_command_beyond_loopback():
     extra = server_command(ServerConfig(Path("res"), allowed_hosts="lab.example, 203.0.113.7:*"))
     assert {"lab.example", "203.0.113.7:*", "localhost:*", "10.*"} <= set(
         extra[extra.index("--allowed-hosts") + 1].split(","))  # added to MLflow's default, not replacing it
+
+
+@pytest.mark.parametrize("command", [["run", "--suite", "smoke", "--methods", "snip"], ["report", "--suite", "smoke"]])
+def test_a_tracking_server_that_does_not_answer_is_one_line_within_seconds(tmp_path, command):
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    start = time.monotonic()
+    result = CliRunner().invoke(main, [*command, "--tracking-uri", uri, "--results-dir", str(tmp_path)])
+    elapsed = time.monotonic() - start
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and f"the tracking server {uri} does not answer" in errors[0]
+    assert "bench server" in errors[0] and elapsed < 20
+    assert not (tmp_path / "mlflow.db").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -37,6 +38,9 @@ def _prepare(
     return xb
 
 
+_STREAM_TOKENS = itertools.count()
+
+
 class BatchStream:
     """Deterministic training batches addressed by global step: batch s comes from epoch s // steps_per_epoch.
 
@@ -58,6 +62,7 @@ class BatchStream:
         # a lazy image set (data.imagefolder.ImageFiles) stays on the host; its batches are moved
         self.x = x.to(self.device) if x.dtype == torch.uint8 else x.to(self.device, torch.float32)
         self.prefetch_steps = 2 if hasattr(x, "prefetch") else 0
+        self._token = next(_STREAM_TOKENS)  # this stream's own prefetch queue in a lazy image set
         self.y = y.to(self.device, torch.long)
         self.n = int(x.shape[0])
         self.batch_size = batch_size
@@ -87,9 +92,12 @@ class BatchStream:
         if step < 0:
             raise ValueError(f"step must be >= 0, got {step}")
         idx = self.indices(step)
-        xb = self.x[idx].to(self.device, non_blocking=True)
         if self.prefetch_steps:  # a lazy image set: decode the next steps' images while this one trains
-            self.x.prefetch([self.indices(s).cpu() for s in range(step + 1, step + 1 + self.prefetch_steps)])
+            xb = self.x.decode(idx.cpu().tolist(), stream=self._token).to(self.device, non_blocking=True)
+            self.x.prefetch([self.indices(s).cpu() for s in range(step + 1, step + 1 + self.prefetch_steps)],
+                            stream=self._token)
+        else:
+            xb = self.x[idx].to(self.device, non_blocking=True)
         generator = None
         if self.augmentation != "none":
             generator = torch.Generator(device=self.device).manual_seed(mix_seed("aug", self.data_seed, step))

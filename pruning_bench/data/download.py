@@ -108,6 +108,14 @@ def _by_hand(archive: Archive, root: Path) -> str:
             "or pass --data-dir DIR")
 
 
+NO_PROGRESS_ENV = "PRUNING_BENCH_NO_PROGRESS"  # set by `bench run --no-progress`; inherited by workers
+
+
+def quiet() -> bool:
+    """Whether progress bars are off for this process and its children (``--no-progress``)."""
+    return os.environ.get(NO_PROGRESS_ENV, "") not in ("", "0")
+
+
 def _download(archive: Archive, root: Path, dest: Path) -> str:
     """Stream ``archive.url`` into ``dest`` (a line on stderr, and a progress bar there when it is a
     terminal); returns the MD5 of the bytes."""
@@ -119,7 +127,7 @@ def _download(archive: Archive, root: Path, dest: Path) -> str:
         with urllib.request.urlopen(archive.url, timeout=TIMEOUT_S) as response, open(dest, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
-                      desc=archive.title, leave=False, disable=None) as bar:
+                      desc=archive.title, leave=False, disable=True if quiet() else None) as bar:
                 while chunk := response.read(_CHUNK):
                     out.write(chunk)
                     digest.update(chunk)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -78,7 +78,8 @@ class ImageFiles:
     def __init__(self, paths: Sequence[str], *, image_size: int, resize: int, workers: int) -> None:
         self.paths = list(paths)
         self.image_size, self.resize, self.workers = image_size, resize, max(1, workers)
-        self._ahead: list[tuple[tuple[int, ...], list[Future[np.ndarray]]]] = []
+        # per stream (a BatchStream's token; None for plain indexing): index lists being decoded ahead
+        self._ahead: dict[Hashable, list[tuple[tuple[int, ...], list[Future[np.ndarray]]]]] = {}
 
     @property
     def shape(self) -> torch.Size:
@@ -98,7 +99,7 @@ class ImageFiles:
         return self
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_ahead": []}  # pending decodes stay in this process
+        return {**self.__dict__, "_ahead": {}}  # pending decodes stay in this process
 
     def clone(self) -> ImageFiles:
         return self  # immutable
@@ -113,31 +114,36 @@ class ImageFiles:
         pool = _pool(self.workers)
         return [pool.submit(decode_image, self.paths[i], self.image_size, self.resize) for i in indices]
 
-    def prefetch(self, batches: Sequence[torch.Tensor]) -> None:
-        """Start decoding the index lists of the next batches (in the order they will be asked for)."""
-        queued = {key for key, _ in self._ahead}
+    def prefetch(self, batches: Sequence[torch.Tensor], stream: Hashable = None) -> None:
+        """Start decoding the index lists of ``stream``'s next batches (in the order it will ask for them).
+        Each stream has its own queue, so two streams over one set (SWAMP's particles, a calibration
+        stream) never drop each other's prefetches."""
+        queue = self._ahead.setdefault(stream, [])
+        queued = {key for key, _ in queue}
         for idx in batches:
             key = tuple(torch.as_tensor(idx).tolist())
             if key not in queued:
-                self._ahead.append((key, self._submit(key)))
+                queue.append((key, self._submit(key)))
                 queued.add(key)
 
-    def decode(self, indices: Sequence[int]) -> torch.Tensor:
-        """Images ``indices`` as one uint8 tensor (len(indices), 3, S, S), using a matching prefetch."""
+    def decode(self, indices: Sequence[int], stream: Hashable = None) -> torch.Tensor:
+        """Images ``indices`` as one uint8 tensor (len(indices), 3, S, S), using ``stream``'s matching
+        prefetch."""
         key = tuple(indices)
         futures = None
-        while self._ahead:  # batches are asked for in order: drop prefetches that were skipped
-            ahead_key, ahead = self._ahead.pop(0)
+        queue = self._ahead.get(stream, [])
+        while queue:  # a stream asks for its batches in order: drop its prefetches that were skipped
+            ahead_key, ahead = queue.pop(0)
             if ahead_key == key:
                 futures = ahead
                 break
             for f in ahead:
                 f.cancel()
         if futures is None:
-            for _, ahead in self._ahead:
+            for _, ahead in queue:
                 for f in ahead:
                     f.cancel()
-            self._ahead.clear()
+            queue.clear()
             futures = self._submit(key)
         out = torch.empty((len(key), 3, self.image_size, self.image_size), dtype=torch.uint8)
         for i, f in enumerate(futures):
