@@ -1,6 +1,7 @@
 """Reports from the tracking store, in one direction: load (:mod:`~pruning_bench.report_data`,
 ``mlflow.search_runs`` -> pandas) -> aggregate (:mod:`~pruning_bench.report_cells`: one cell per budget
-level, method and sparsity) -> lay out and render (:mod:`~pruning_bench.report_render` for Markdown,
+level, method and sparsity; :mod:`~pruning_bench.report_summary`: header, warnings, notes;
+:mod:`~pruning_bench.report_findings`: the findings that open the report) -> lay out and render (:mod:`~pruning_bench.report_render` for Markdown,
 :mod:`~pruning_bench.report_html` for HTML, :mod:`~pruning_bench.report_plots` for the PNGs). This module
 writes the files and stores them as artifacts of a "report" run (tagged ``report``, no ``trial_key``, so
 it is never mistaken for a trial).
@@ -18,9 +19,10 @@ from pathlib import Path
 import pandas as pd
 
 from pruning_bench.errors import BenchError
-from pruning_bench.report_cells import Report, build_report, cell_table, scale_of
+from pruning_bench.report_cells import cell_table, scale_of
 from pruning_bench.report_data import latest_per_trial, load_runs, prepare_runs
 from pruning_bench.report_render import MISSING, cost_table, document, leaderboards_markdown, render_markdown
+from pruning_bench.report_summary import Report, build_report
 from pruning_bench.tracking import _quiet_mlflow, warn_local_artifacts
 
 FORMATS = ("md", "html", "csv")

@@ -1,4 +1,4 @@
-"""Report stage 3, lay out and render: a :class:`~pruning_bench.report_cells.Report` becomes a plain
+"""Report stage 3, lay out and render: a :class:`~pruning_bench.report_summary.Report` becomes a plain
 :class:`Document` (sections of tables of text cells, paragraphs and figures), which is rendered as
 Markdown here and as HTML by :mod:`pruning_bench.report_html`. Renderers take only this plain data.
 """
@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from pruning_bench.report_cells import Report, level_cells, levels, pct, scale_of, shown_cells
+from pruning_bench.report_cells import level_cells, levels, pct, scale_of, shown_cells
 from pruning_bench.report_data import FIT_LEVEL, level_order
 from pruning_bench.report_findings import column_resolution, findings
 from pruning_bench.report_stats import TEST_DESCRIPTION, ceil_2sig, si_split
+from pruning_bench.report_summary import Report
 
 MISSING = "—"
 RESOLUTION_ROW = "smallest significant difference"  # the leaderboard's last row: what Welch's test resolves
