@@ -26,6 +26,9 @@ class BenchGroup(click.Group):
         except BenchError as err:
             click.echo(f"Error: {err}", err=True)
             ctx.exit(2)
+        except KeyboardInterrupt:  # Ctrl-C, SIGINT or SIGTERM (pruning_bench.stopping): 128 + SIGINT
+            click.echo("Stopped.", err=True)
+            ctx.exit(130)
 
 
 @click.group(cls=BenchGroup, context_settings={"help_option_names": ["-h", "--help"]})

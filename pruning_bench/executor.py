@@ -9,19 +9,23 @@
 Every executor only runs :func:`pruning_bench.worker.run_job` and yields each job's outcome as it
 ends; the sweep (:mod:`pruning_bench.sweep`) has the one loop that prints and counts them. Trials are
 claimed by the worker that runs them, so executors never need to coordinate. Ctrl-C stops every
-executor: trials in flight are recorded KILLED, finished ones stay, and the same command resumes.
+executor, and so do SIGINT and SIGTERM sent to the sweep process alone (:mod:`pruning_bench.stopping`):
+trials in flight save a checkpoint and are recorded KILLED, finished ones stay, and the same command
+resumes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Protocol
 
+from pruning_bench import stopping
 from pruning_bench.errors import BenchError
 from pruning_bench.worker import JobOutcome, TrialJob, run_job
 
@@ -45,26 +49,33 @@ class SequentialExecutor:
         self.on_start = on_start
 
     def run(self, jobs: Sequence[TrialJob]) -> Iterator[tuple[int, JobOutcome]]:
-        for i, job in enumerate(jobs):
-            if self.on_start is not None:
-                self.on_start(i, job)
-            yield i, run_job(job)
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+        with stopping.handling(interrupt_now=False):  # this process trains: stop at the next step
+            for i, job in enumerate(jobs):
+                if stopping.requested():  # stopped between two trials: the sweep ends as interrupted
+                    raise stopping.StopRequested("stopped between trials")
+                if self.on_start is not None:
+                    self.on_start(i, job)
+                yield i, run_job(job)
 
 
 def _die_with_parent() -> None:
     """Pool worker initializer: on Linux the kernel sends SIGTERM to this worker when the sweep process
-    dies (even by ``kill -9``), and SIGTERM interrupts the trial like Ctrl-C (recorded KILLED), so no
-    orphan keeps training a trial nobody waits for."""
+    dies (even by ``kill -9``); SIGTERM and SIGINT stop the trial at its next step with a checkpoint
+    (:mod:`pruning_bench.stopping`; recorded KILLED), so no orphan keeps training a trial nobody waits for."""
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             import ctypes
 
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    signal.signal(signal.SIGTERM, _interrupt)
+    stopping.install_in_worker()
+
+
+def _signal_workers(pool: ProcessPoolExecutor, signum: int) -> None:
+    """Send ``signum`` to the pool's live worker processes (a worker that already stopped is skipped)."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        with contextlib.suppress(ProcessLookupError, ValueError, AttributeError):
+            if process.is_alive():
+                os.kill(process.pid, signum)
 
 
 class ProcessExecutor:
@@ -76,7 +87,9 @@ class ProcessExecutor:
     def run(self, jobs: Sequence[TrialJob]) -> Iterator[tuple[int, JobOutcome]]:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=min(self.workers, len(jobs)), mp_context=context,
-                                 initializer=_die_with_parent) as pool:
+                                 initializer=_die_with_parent) as pool, \
+                stopping.handling(interrupt_now=True, on_signal=lambda _: _signal_workers(pool, signal.SIGTERM),
+                                  on_second=lambda _: _signal_workers(pool, signal.SIGKILL)):
             running: dict[Future, int] = {pool.submit(run_job, job): i for i, job in enumerate(jobs)}
             try:
                 while running:
@@ -89,7 +102,8 @@ class ProcessExecutor:
                             raise
                         except Exception as err:  # the worker process itself died
                             yield i, JobOutcome("failed", detail=f"worker died: {type(err).__name__}: {err}")
-            except BaseException:
+            except BaseException:  # every worker stops at its next step, with a checkpoint, then exits
+                _signal_workers(pool, signal.SIGTERM)
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
 
@@ -121,23 +135,24 @@ class RayExecutor:
         # max_calls=0: keep worker processes (and what they loaded) across tasks, GPU tasks too
         task = ray.remote(max_calls=0)(run_job).options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0)
         pending = {task.remote(job): i for i, job in enumerate(jobs)}
-        try:
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1)
-                for ref in ready:
-                    i = pending.pop(ref)
-                    try:
-                        yield i, ray.get(ref)
-                    except (ray.exceptions.TaskCancelledError, ray.exceptions.WorkerCrashedError) as err:
-                        yield i, JobOutcome("failed", detail=f"Ray task ended: {type(err).__name__}")
-                    except ray.exceptions.RayTaskError as err:
-                        yield i, JobOutcome("failed", detail=str(err).splitlines()[-1][:500])
-        except BaseException:
-            for ref in pending:  # KeyboardInterrupt in each running task: its trial is recorded KILLED
-                ray.cancel(ref)
-            with contextlib.suppress(Exception):
-                ray.wait(list(pending), num_returns=len(pending), timeout=30)
-            raise
+        with stopping.handling(interrupt_now=True):  # then the tasks are cancelled: recorded KILLED
+            try:
+                while pending:
+                    ready, _ = ray.wait(list(pending), num_returns=1)
+                    for ref in ready:
+                        i = pending.pop(ref)
+                        try:
+                            yield i, ray.get(ref)
+                        except (ray.exceptions.TaskCancelledError, ray.exceptions.WorkerCrashedError) as err:
+                            yield i, JobOutcome("failed", detail=f"Ray task ended: {type(err).__name__}")
+                        except ray.exceptions.RayTaskError as err:
+                            yield i, JobOutcome("failed", detail=str(err).splitlines()[-1][:500])
+            except BaseException:
+                for ref in pending:  # KeyboardInterrupt in each running task: its trial is recorded KILLED
+                    ray.cancel(ref)
+                with contextlib.suppress(Exception):
+                    ray.wait(list(pending), num_returns=len(pending), timeout=30)
+                raise
 
 
 def make_executor(kind: str, *, jobs: int, ray_address: str | None, cpus_per_trial: float,

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from pruning_bench import stopping
 from pruning_bench.budget import TRAIN_FLOPS_PER_FORWARD, BudgetExceeded, BudgetMeter
 from pruning_bench.data import BatchStream, DataBundle, iterate_batches
 from pruning_bench.masks import MaskSet
@@ -356,6 +357,11 @@ class Trainer:
         bar = tqdm(total=steps, initial=step - start_step, desc=desc, leave=False,
                    disable=None if self.progress else True, unit="step")
         while step < start_step + steps:
+            if stopping.requested():  # told to stop (SIGINT / SIGTERM): save here, end as interrupted
+                if checkpoint is not None and step > start_step:
+                    with self.meter.paused():
+                        checkpoint.save(loop_state(step), final=False)
+                raise stopping.StopRequested(f"stopped at step {step} ({label}); the checkpoint resumes it")
             if checkpoint is not None and step > start_step and checkpoint.due():
                 with self.meter.paused():
                     checkpoint.save(loop_state(step), final=False)

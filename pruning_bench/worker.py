@@ -79,9 +79,12 @@ def run_job(job: TrialJob) -> JobOutcome:
     (or a cancelled Ray task) propagates after the run is recorded KILLED."""
     import torch
 
+    from pruning_bench import stopping
     from pruning_bench.resume import DEFAULT_EVERY_SECONDS
     from pruning_bench.runner import run_trial
 
+    if stopping.requested():  # told to stop: claim nothing new (the sweep is cancelling what is queued)
+        return JobOutcome("skipped", detail="stopping: not started")
     try:
         cls = _registry(job.plugin_files).get(job.trial.method)
         trial = dataclasses.replace(job.trial, params=cls.Params(**job.params))
@@ -93,4 +96,8 @@ def run_job(job: TrialJob) -> JobOutcome:
                            checkpoint_seconds=job.checkpoint_seconds or DEFAULT_EVERY_SECONDS)
     except Exception as err:  # recorded as a FAILED run (a method's BenchError too); the sweep goes on
         return JobOutcome("failed", detail=f"{type(err).__name__}: {err}")
+    except KeyboardInterrupt:  # recorded KILLED; a stop asked for by a signal has now happened
+        if stopping.requested():
+            stopping.stopped()
+        raise
     return JobOutcome(result.outcome, result.metrics, result.detail, result.run_id)
