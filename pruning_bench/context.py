@@ -30,7 +30,7 @@ from pruning_bench.data import DataBundle
 from pruning_bench.data.batches import mix_seed
 from pruning_bench.flops import FlopProfile, profile_flops
 from pruning_bench.masks import MaskSet, global_topk
-from pruning_bench.resume import DEFAULT_EVERY_SECONDS, TrialCheckpoints, atomic_save
+from pruning_bench.resume import DEFAULT_EVERY_SECONDS, TrialCheckpoints, atomic_save, read_checkpoint
 from pruning_bench.suite import MIN_ROUND_SHARE, Recipe
 from pruning_bench.training import (
     EvalResult,
@@ -405,10 +405,16 @@ class Context:
 
     def load_checkpoint(self) -> dict[str, Any] | None:
         """Restore what :meth:`save_checkpoint` saved and return its ``state``; None if there is none."""
-        if self.checkpoint_dir is None or not (self.checkpoint_dir / "checkpoint.pt").is_file():
+        if self.checkpoint_dir is None:
             return None
         # CPU: RNG states must stay CPU byte tensors; load_state_dict / masks.update move the rest
-        payload = torch.load(self.checkpoint_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+        path = self.checkpoint_dir / "checkpoint.pt"
+        existed = path.is_file()
+        payload = read_checkpoint(path)
+        if payload is None:
+            if existed:  # unreadable (warned): what came after that round cannot be replayed: start afresh
+                self.checkpoints.clear()
+            return None
         self._restore(payload)  # and the interrupted run's per-round metrics are logged again
         self.checkpoints.resumed_at_barrier(payload.get("barrier", 0))
         return payload["state"]

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,6 +46,27 @@ def atomic_save(payload: Any, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
     os.replace(tmp, path)
+
+
+def _warn_unreadable(path: Path, err: BaseException) -> None:
+    print(f"warning: checkpoint {path} is unreadable ({type(err).__name__}: {str(err)[:120]}); ignored, the "
+          "trial goes on from the last good one (or from the start)", file=sys.stderr)
+
+
+def read_checkpoint(path: Path) -> dict[str, Any] | None:
+    """A checkpoint file's contents; None when it is missing, or truncated or corrupt (one warning line,
+    and the file is removed so it is not read again): a bad file is never fatal."""
+    if not path.is_file():
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+        if not isinstance(payload, dict):
+            raise ValueError(f"holds a {type(payload).__name__}, not a checkpoint")
+        return payload
+    except Exception as err:  # truncated (EOFError, RuntimeError), garbage (UnpicklingError), ...
+        _warn_unreadable(path, err)
+        path.unlink(missing_ok=True)
+        return None
 
 
 class TrialCheckpoints:
@@ -82,15 +104,17 @@ class TrialCheckpoints:
 
     @staticmethod
     def _read(path: Path) -> dict[str, Any] | None:
-        if not path.is_file():
-            return None
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return read_checkpoint(path)
 
     def meta(self) -> dict[str, Any]:
         """What the trial recorded about itself when it first checkpointed (e.g. its thread count)."""
         if self.directory is None or not (self.directory / "meta.json").is_file():
             return {}
-        return json.loads((self.directory / "meta.json").read_text())
+        try:
+            return json.loads((self.directory / "meta.json").read_text())
+        except (OSError, ValueError) as err:
+            _warn_unreadable(self.directory / "meta.json", err)
+            return {}
 
     def write_meta(self, meta: dict[str, Any]) -> None:
         if self.directory is None:

@@ -99,3 +99,31 @@ def test_checkpoint_files_are_written_by_rename_and_cleared_at_a_barrier(tmp_pat
     ctx.save_checkpoint({"round": 1})
     assert not (tmp_path / "calls").exists() and (tmp_path / "checkpoint.pt").is_file()
     assert TrialCheckpoints(tmp_path).meta() == {}
+
+
+@pytest.mark.parametrize(("name", "victim"), [("dense", "partial.pt"), ("imp", "checkpoint.pt"),
+                                              ("global_magnitude", "calls"), ("dense", "meta.json")])
+def test_a_corrupt_checkpoint_is_one_warning_and_the_trial_still_ends_as_uninterrupted(name, victim, tmp_path,
+                                                                                       monkeypatch, capsys):
+    reference, _ = _run(name, None)
+    _, total = _run(name, tmp_path / "count", monkeypatch=monkeypatch)
+    with pytest.raises(Crash):  # late, for an end state of an earlier call to exist
+        _run(name, tmp_path / "ckpt", crash_after=total - 2 if victim == "calls" else total // 2 + 1,
+             monkeypatch=monkeypatch)
+    ckpt = tmp_path / "ckpt"
+    if victim == "meta.json":  # read by the trial runner, before the method
+        (ckpt / "meta.json").write_text('{"threads": ')
+        capsys.readouterr()
+        assert TrialCheckpoints(ckpt).meta() == {}
+        assert capsys.readouterr().err.startswith("warning: checkpoint")
+        return
+    else:
+        files = sorted((ckpt / "calls").glob("*.pt")) if victim == "calls" else [ckpt / victim]
+        assert files and all(f.is_file() for f in files), sorted(p.name for p in ckpt.rglob("*"))
+        data = files[-1].read_bytes()
+        files[-1].write_bytes(data[: len(data) // 2])  # truncated, as a full disk or a kill mid-copy leaves it
+    capsys.readouterr()
+    resumed, _ = _run(name, ckpt, monkeypatch=monkeypatch)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: checkpoint")]
+    assert len(warnings) == 1 and "unreadable" in warnings[0]
+    _same(reference, resumed)
