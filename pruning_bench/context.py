@@ -402,6 +402,7 @@ class Context:
         payload = {**self._capture(), "state": state, "barrier": self.checkpoints.barrier + 1}
         atomic_save(payload, self.checkpoint_dir / "checkpoint.pt")
         self.checkpoints.passed_barrier()
+        self.checkpoints.wrote(self.checkpoint_dir / "checkpoint.pt")
 
     def load_checkpoint(self) -> dict[str, Any] | None:
         """Restore what :meth:`save_checkpoint` saved and return its ``state``; None if there is none."""

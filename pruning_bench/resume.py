@@ -83,6 +83,13 @@ class TrialCheckpoints:
         self.resumed = 0    # calls continued from a mid-call checkpoint in this process
         self._partial_state: dict[str, Any] | None = None
         self._partial_read = directory is None  # read on first use (``meta`` alone does not need it)
+        #: called with each file just written (pruning_bench.remote_checkpoints uploads it to the server)
+        self.on_write: Callable[[Path], None] | None = None
+
+    def wrote(self, path: Path) -> None:
+        """A checkpoint file was just written (atomically) at ``path``."""
+        if self.on_write is not None:
+            self.on_write(path)
 
     @property
     def _partial(self) -> dict[str, Any] | None:
@@ -123,6 +130,7 @@ class TrialCheckpoints:
         tmp = self.directory / "meta.json.tmp"
         tmp.write_text(json.dumps(meta))
         os.replace(tmp, self.directory / "meta.json")
+        self.wrote(self.directory / "meta.json")
 
     def clear(self) -> None:
         """Forget every checkpoint (the trial ended, or its checkpoints do not match it)."""
@@ -197,10 +205,9 @@ class CallCheckpoint:
             return
         payload = {"barrier": self.barrier, "call": self.index, "signature": self.signature,
                    "common": owner.capture(), "loop": loop}
-        if final:
-            atomic_save(payload, owner._end_path(self.barrier, self.index))
-            if owner._partial_path.is_file():
-                owner._partial_path.unlink()
-        else:
-            atomic_save(payload, owner._partial_path)
+        path = owner._end_path(self.barrier, self.index) if final else owner._partial_path
+        atomic_save(payload, path)
+        if final and owner._partial_path.is_file():
+            owner._partial_path.unlink()
+        owner.wrote(path)
         self._last_save = time.monotonic()

@@ -35,6 +35,7 @@ from pruning_bench.latency import BATCH_SIZE as LATENCY_BATCH_SIZE
 from pruning_bench.latency import measure_latency, semi_structured_latency
 from pruning_bench.method import Method
 from pruning_bench.models import build_model
+from pruning_bench.remote_checkpoints import RemoteCheckpoints, remote_checkpoints
 from pruning_bench.resume import DEFAULT_EVERY_SECONDS, CheckpointMismatch, TrialCheckpoints
 from pruning_bench.tracking import Tracker, flatten, git_commit
 from pruning_bench.trial import Trial
@@ -123,20 +124,24 @@ def run_trial(trial: Trial, method_cls: type[Method], *, tracker: Tracker, paren
     with tracker.running(run_id), Heartbeat(tracker.set_tag, [run_id]):
         try:
             tracker.log_params(run_id, params)
+            mirror = remote_checkpoints(tracker, run_id, checkpoints)  # None with a local store
+            if mirror is not None and (source := mirror.fetch(trial.key)) is not None:
+                print(f"{trial.label()}: resuming from the checkpoints of run {source} on {tracker.uri}",
+                      file=sys.stderr)
             n_threads = TrialCheckpoints(checkpoints).meta().get("threads") or \
                 threads_for(threads, thread_share, training_here())
             torch.set_num_threads(n_threads)
             try:
                 result = _run_in(run_id, trial, method_cls, tracker=tracker, checkpoint_dir=checkpoints,
                                  device=device, save_model=save_model, progress=progress,
-                                 checkpoint_seconds=checkpoint_seconds)
+                                 checkpoint_seconds=checkpoint_seconds, mirror=mirror)
             except CheckpointMismatch as err:  # the method changed since its checkpoints: start afresh
                 print(f"warning: {trial.label()}: checkpoints do not match this run ({err}); starting afresh",
                       file=sys.stderr)
                 shutil.rmtree(checkpoints, ignore_errors=True)
                 result = _run_in(run_id, trial, method_cls, tracker=tracker, checkpoint_dir=checkpoints,
                                  device=device, save_model=save_model, progress=progress,
-                                 checkpoint_seconds=checkpoint_seconds)
+                                 checkpoint_seconds=checkpoint_seconds, mirror=mirror)
         except BaseException:
             tracker.set_tag(run_id, "outcome", "failed")
             raise
@@ -147,7 +152,8 @@ def run_trial(trial: Trial, method_cls: type[Method], *, tracker: Tracker, paren
 
 
 def _run_in(run_id: str, trial: Trial, method_cls: type[Method], *, tracker: Tracker, checkpoint_dir: Path,
-            device: torch.device, save_model: bool, progress: bool, checkpoint_seconds: float) -> TrialResult:
+            device: torch.device, save_model: bool, progress: bool, checkpoint_seconds: float,
+            mirror: RemoteCheckpoints | None = None) -> TrialResult:
     """The trial inside its MLflow run: data, model, the method, then the measurements (or its
     does-not-fit record)."""
     suite = trial.suite
@@ -164,6 +170,8 @@ def _run_in(run_id: str, trial: Trial, method_cls: type[Method], *, tracker: Tra
                   min_round_epochs=trial.suite.budget.min_round, checkpoint_seconds=checkpoint_seconds,
                   log_fn=lambda k, v, s: tracker.log_metric(run_id, k, v, s),
                   series_fn=lambda k, points: tracker.log_series(run_id, k, points))
+    if mirror is not None:  # every checkpoint file also goes to the tracking server
+        ctx.checkpoints.on_write = mirror.upload
     ctx.checkpoints.write_meta({"threads": torch.get_num_threads(), "trial_key": trial.key})
     denominator = ctx.masks.total()
     flops_dense = ctx.flop_profile.total
@@ -204,6 +212,10 @@ def _run_in(run_id: str, trial: Trial, method_cls: type[Method], *, tracker: Tra
             torch.save({"state_dict": ctx.model.state_dict(), "masks": ctx.masks.masks}, weights)
             tracker.log_artifact(run_id, weights)
     ctx.checkpoints.clear()
+    if mirror is not None:
+        tracker.log_metrics(run_id, {"checkpoint_uploads": mirror.uploads,
+                                     "checkpoint_upload_seconds": mirror.seconds})
+        mirror.discard()
     return TrialResult(trial, run_id, metrics)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import http.client
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -225,3 +226,45 @@ def test_a_tracking_server_that_does_not_answer_is_one_line_within_seconds(tmp_p
     assert len(errors) == 1 and f"the tracking server {uri} does not answer" in errors[0]
     assert "bench server" in errors[0] and elapsed < 20
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_trial_killed_on_one_machine_resumes_on_another_from_the_servers_checkpoint(server, tmp_path):
+    url, _ = server
+    args = ["run", "--suite", "smoke", "--methods", "dense", "--seeds", "5", "--sparsities", "0.5", "--epochs",
+            "150", "--checkpoint-every", "0.2", "--threads", "1", "--no-progress"]
+    machine_a, machine_b = tmp_path / "a", tmp_path / "b"
+    proc = subprocess.Popen([str(BENCH), *args, "--tracking-uri", url, "--results-dir", str(machine_a)],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    mlflow = client(url)
+    deadline, uploaded = time.monotonic() + 120, False
+    while not uploaded and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        experiment = mlflow.get_experiment_by_name("smoke")
+        running = mlflow.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING' and "
+                                     "tags.trial_key != ''") if experiment else []
+        uploaded = any(f.path.endswith("partial.pt") for r in running
+                       for f in mlflow.list_artifacts(r.info.run_id, "checkpoints"))
+    assert uploaded, proc.communicate(timeout=5)[0] if proc.poll() is not None else "no checkpoint uploaded"
+    proc.kill()  # machine A is preempted ...
+    proc.wait()
+    shutil.rmtree(machine_a)  # ... and its disk is gone
+    again = subprocess.run([str(BENCH), *args, "--tracking-uri", url, "--results-dir", str(machine_b)],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "resuming from the checkpoints of run" in again.stderr
+    experiment = mlflow.get_experiment_by_name("smoke")
+    key_runs = [r for r in mlflow.search_runs([experiment.experiment_id], "tags.seed = '5'")
+                if r.data.tags.get("trial_key")]
+    done = [r for r in key_runs if r.info.status == "FINISHED"]
+    assert len(done) == 1 and done[0].data.metrics["resumed_calls"] >= 1
+    assert done[0].data.metrics["checkpoint_uploads"] >= 1
+    assert not mlflow.list_artifacts(done[0].info.run_id, "checkpoints")  # discarded once it finished
+
+    local = subprocess.run([str(BENCH), *args, "--results-dir", str(tmp_path / "c")], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300)  # the same trial, never interrupted
+    assert local.returncode == 0, local.stdout + local.stderr
+    reference = Tracker(f"sqlite:///{tmp_path / 'c' / 'mlflow.db'}", "smoke").client.search_runs(
+        [Tracker(f"sqlite:///{tmp_path / 'c' / 'mlflow.db'}", "smoke").experiment_id], "tags.seed = '5'")
+    reference = [r for r in reference if r.data.tags.get("trial_key")][0]
+    for metric in ("test_acc", "test_loss", "val_acc", "epochs_charged"):
+        assert done[0].data.metrics[metric] == reference.data.metrics[metric], metric
