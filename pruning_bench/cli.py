@@ -192,6 +192,9 @@ def _seed_item(item: str, value: str) -> range:
               help="Seconds of training between mid-trial checkpoints (default: $PRUNING_BENCH_CHECKPOINT_SECONDS "
                    "or 300); a killed trial resumes from its last one.")
 @click.option("--rerun", is_flag=True, help="Run trials again even if a finished run with the same key exists.")
+@click.option("--reuse-changed-code", is_flag=True,
+              help="Keep finished trials whose plugin code (method, model or data-set file) changed since they "
+                   "ran (by default bench run refuses: rerun them with --rerun).")
 @click.option("--dry-run", is_flag=True, help="Print the trial plan with each trial's budget, the total training "
                                                "and a time estimate (a few training steps measured here), and exit.")
 @click.option("--save-model", is_flag=True, help="Also log the final weights and masks as an artifact.")
@@ -201,7 +204,8 @@ def run(suite_name: str, methods: str | None, sparsities: str | None, seeds: str
         budget_policy: str | None, results_dir: Path, tracking_uri: str | None, data_dir: str | None,
         download: bool | None, plugins: tuple[str, ...], device: str | None, jobs: int, executor: str | None,
         ray_address: str | None, cpus_per_trial: float, gpus_per_trial: float, threads: int | None,
-        checkpoint_every: float | None, rerun: bool, dry_run: bool, save_model: bool, no_progress: bool) -> None:
+        checkpoint_every: float | None, rerun: bool, reuse_changed_code: bool, dry_run: bool, save_model: bool,
+        no_progress: bool) -> None:
     """Run a grid of trials (method x target sparsity x seed) and record each in MLflow.
 
     Finished trials (same configuration, same key) are skipped, so repeating a command resumes an
@@ -286,14 +290,19 @@ def run(suite_name: str, methods: str | None, sparsities: str | None, seeds: str
                            save_model=save_model, progress=not no_progress, threads=threads, jobs=jobs,
                            plugins=plugins, executor=executor, ray_address=ray_address,
                            cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
-                           checkpoint_seconds=checkpoint_every, answer_key=answer_key)
+                           checkpoint_seconds=checkpoint_every, answer_key=answer_key,
+                           reuse_changed_code=reuse_changed_code)
     from pruning_bench.estimate import price_plan, total_line
 
     def method_for(trial):
         return registry.get(trial.method)(trial.params)
 
+    from pruning_bench.code_identity import plugin_code
+
     code = run_sweep(suite, plan, [c.name for c in classes], options, echo=click.echo,
-                     cost=lambda trials: total_line(price_plan(suite, trials, method_for)))
+                     cost=lambda trials: total_line(price_plan(suite, trials, method_for)),
+                     code=lambda trial: plugin_code(registry.get(trial.method), suite.model.name,
+                                                    suite.dataset.name))
     if code:
         sys.exit(code)
 

@@ -34,12 +34,17 @@ HOW_NOT_WHAT = ("jobs", "threads", "executor", "ray_address", "cpus_per_trial", 
                 "checkpoint_every", "no_progress", "save_model", "device")
 
 
-def _harness_files() -> list[Path]:
+def harness_roots() -> list[Path]:
+    """The folders of the harness's own code: the package, the built-in methods and suites."""
     roots = [Path(pruning_bench.__file__).parent]
     for sub in ("pruning_bench.methods", "pruning_bench.suites"):
         spec = importlib.util.find_spec(sub)
         roots += [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
-    return sorted(p for root in roots for p in root.rglob("*") if p.suffix in (".py", ".toml"))
+    return roots
+
+
+def harness_files() -> list[Path]:
+    return sorted(p for root in harness_roots() for p in root.rglob("*") if p.suffix in (".py", ".toml"))
 
 
 def _content(path: str | Path) -> str:
@@ -56,7 +61,7 @@ def fingerprint(params: Mapping[str, Any], suite_file: str | None) -> str:
     h.update(json.dumps(what, sort_keys=True, default=str).encode())
     h.update(f"{pruning_bench.__version__} {pruning_bench.RESULT_VERSION} "
              f"{os.environ.get('MLFLOW_TRACKING_URI', '')} {os.getcwd()}".encode())
-    for path in _harness_files():
+    for path in harness_files():
         stat = path.stat()
         h.update(f"{path} {stat.st_mtime_ns} {stat.st_size}".encode())
     if suite_file:

@@ -9,6 +9,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from pruning_bench.errors import BenchError
@@ -110,12 +111,23 @@ def _header(prepared: pd.DataFrame, finished: pd.DataFrame, suite: str, metric: 
                        f"{int((finished['outcome'] == 'does_not_fit').sum())} did not fit their budget), "
                        f"{len(prepared)} in the store"),
         ("Harness", ", ".join(versions)),
+        ("Code", _code_versions(finished)),
         ("PyTorch", ", ".join(values(finished, "tags.torch_version"))),
         ("Devices", ", ".join(values(finished, "tags.device"))),
         ("Git commits", ", ".join(values(finished, "tags.git_commit"))),
         ("Tracking store", uri or "?"),
         ("Generated", time.strftime("%Y-%m-%d %H:%M:%S %Z")),
     ]
+
+
+def _code_versions(finished: pd.DataFrame) -> str:
+    """The code that computed the trials: harness source hashes and plugin module hashes, with counts."""
+    parts = []
+    for tag, what in (("tags.code_harness", "harness"), ("tags.code_plugins", "plugins")):
+        counts = col(finished, tag, "").astype(str).replace("", np.nan).dropna().value_counts()
+        if len(counts):
+            parts.append(f"{what} " + ", ".join(f"{v} ({n} trials)" for v, n in sorted(counts.items())))
+    return "; ".join(parts) or "not recorded (runs older than code identity)"
 
 
 def _warnings(prepared: pd.DataFrame, finished: pd.DataFrame, failed: pd.DataFrame, runs: pd.DataFrame,
@@ -135,6 +147,11 @@ def _warnings(prepared: pd.DataFrame, finished: pd.DataFrame, failed: pd.DataFra
         out.append(f"CPU runs used different torch thread counts ({', '.join(threads)}), shown in the device "
                    "column of the cost table: the count changes the floating-point summation order, so "
                    "otherwise identical trials differ by seed-noise amounts.")
+    plugins = col(finished, "tags.code_plugins", "").astype(str)
+    for method, versions in plugins[plugins != ""].groupby(finished["method"]):
+        if versions.nunique() > 1:
+            out.append(f"Trials of {method} were computed by {versions.nunique()} versions of its plugin code "
+                       f"({', '.join(sorted(versions.unique()))}): rows may mix two implementations.")
     if (finished["unit"] == "seconds").any():
         out.append("Some budgets are in seconds of wall-clock on the trial's device: those rows are not "
                    "comparable across machines (see the device column of the cost table).")

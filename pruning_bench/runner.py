@@ -27,6 +27,7 @@ import torch
 import pruning_bench
 from pruning_bench.budget import BudgetMeter, DoesNotFit
 from pruning_bench.claims import Heartbeat
+from pruning_bench.code_identity import harness_hash, plugin_code
 from pruning_bench.context import Context
 from pruning_bench.cores import register_this_process, threads_for, training_here
 from pruning_bench.data import load_dataset
@@ -110,6 +111,7 @@ def run_trial(trial: Trial, method_cls: type[Method], *, tracker: Tracker, paren
         "device": device_name(device), "torch_version": torch.__version__, "git_commit": git_commit(),
         "harness_version": pruning_bench.__version__, "result_version": pruning_bench.RESULT_VERSION,
         "model": suite.model.name, "dataset": suite.dataset.name,
+        "code_harness": harness_hash(), "code_plugins": plugin_code(method_cls, suite.model.name, suite.dataset.name),
     }
     claim = tracker.claim_run(trial.label(), trial.key, tags=tags, parent_id=parent_id, rerun=rerun)
     if claim.run_id is None:

@@ -41,6 +41,7 @@ class SweepOptions:
     gpus_per_trial: float = 0.0
     checkpoint_seconds: float | None = None
     answer_key: str | None = None  # remember the nothing-to-do answer under this key (pruning_bench.fastpath)
+    reuse_changed_code: bool = False  # keep finished trials whose plugin code changed since (code_identity)
 
 
 def device_for(k: int, device: torch.device) -> str:
@@ -74,9 +75,12 @@ def _validate(suite: Suite, plan: Sequence[Trial], device: str | None) -> torch.
 
 
 def run_sweep(suite: Suite, plan: Sequence[Trial], method_names: Sequence[str], options: SweepOptions,
-              echo: Callable[[str], None], cost: Callable[[Sequence[Trial]], str] | None = None) -> int:
+              echo: Callable[[str], None], cost: Callable[[Sequence[Trial]], str] | None = None,
+              code: Callable[[Trial], str] | None = None) -> int:
     """Run the plan's pending trials and print the leaderboard; returns the exit code (1 if a trial
-    failed). ``cost(trials)`` describes what the pending trials will train (printed before they run)."""
+    failed). ``cost(trials)`` describes what the pending trials will train (printed before they run);
+    ``code(trial)`` is the trial's plugin code now (:mod:`pruning_bench.code_identity`): a finished trial
+    computed by other plugin code is not reused silently."""
     from pruning_bench.claims import Heartbeat
     from pruning_bench.tracking import Tracker, default_tracking_uri, git_commit, store_has_experiment
 
@@ -86,7 +90,11 @@ def run_sweep(suite: Suite, plan: Sequence[Trial], method_names: Sequence[str], 
         tracker = Tracker(uri, suite.name, artifact_root=options.results_dir / "artifacts")
         for name, reason in tracker.reap_stale():
             echo(f"Marked FAILED: run '{name}' was left RUNNING ({reason}).")
-    finished = tracker.finished_levels() if tracker is not None and not options.rerun else {}
+    runs = tracker.finished_runs() if tracker is not None and not options.rerun else {}
+    if runs and code is not None and not options.reuse_changed_code:
+        _refuse_changed_code(plan, runs, code)
+    finished = {key: [(run_id, tags.get("budget_level", "")) for run_id, tags in found]
+                for key, found in runs.items()}
     pending = [t for t in plan if t.key not in finished]
     if finished:  # a finished trial this plan reuses as another level (fit = 2x) joins that level's report
         tracker.add_levels(finished, {t.key: t.budget_levels for t in plan if t.key in finished})
@@ -135,6 +143,21 @@ def run_sweep(suite: Suite, plan: Sequence[Trial], method_names: Sequence[str], 
         remember_answer(options.results_dir, options.answer_key, uri=uri, experiment=suite.name,
                         keys=[t.key for t in plan], text="\n".join(filter(None, (nothing_to_do, leaderboard))))
     return 1 if failed else 0
+
+
+def _refuse_changed_code(plan: Sequence[Trial], runs: dict[str, list[tuple[str, dict[str, str]]]],
+                         code: Callable[[Trial], str]) -> None:
+    """A BenchError naming the methods whose finished trials were computed by other plugin code."""
+    changed: dict[str, tuple[str, str]] = {}
+    for trial in plan:
+        recorded = {tags["code_plugins"] for _, tags in runs.get(trial.key, ()) if "code_plugins" in tags}
+        now = code(trial)
+        if recorded and now not in recorded:
+            changed.setdefault(trial.method, (sorted(recorded)[0] or "(none)", now or "(none)"))
+    if changed:
+        items = "; ".join(f"{m} ({old} -> {new})" for m, (old, new) in sorted(changed.items()))
+        raise BenchError(f"finished trials of this plan were computed by other plugin code: {items}; run them "
+                         "again with --rerun, or keep their results with --reuse-changed-code")
 
 
 def _run_pending(pending: Sequence[Trial], options: SweepOptions, dev: torch.device, uri: str,

@@ -209,15 +209,19 @@ class Tracker:
 
     def finished_levels(self) -> dict[str, list[tuple[str, str]]]:
         """Per trial key with FINISHED runs: (run id, ``budget_level`` tag) of each."""
-        runs: dict[str, list[tuple[str, str]]] = {}
+        return {key: [(run_id, tags.get("budget_level", "")) for run_id, tags in runs]
+                for key, runs in self.finished_runs().items()}
+
+    def finished_runs(self) -> dict[str, list[tuple[str, dict[str, str]]]]:
+        """Per trial key with FINISHED runs: (run id, tags) of each."""
+        runs: dict[str, list[tuple[str, dict[str, str]]]] = {}
         token = None
         while True:
             page = self.client.search_runs([self.experiment_id], "attributes.status = 'FINISHED'",
                                            max_results=1000, page_token=token)
             for r in page:
                 if "trial_key" in r.data.tags:
-                    runs.setdefault(r.data.tags["trial_key"], []).append(
-                        (r.info.run_id, r.data.tags.get("budget_level", "")))
+                    runs.setdefault(r.data.tags["trial_key"], []).append((r.info.run_id, dict(r.data.tags)))
             token = page.token
             if not token:
                 return runs

@@ -309,3 +309,74 @@ def test_torchvision_options_a_swallowing_class_would_ignore_are_errors():
                     options={"widht_mult": 0.5})
     with pytest.raises(BenchError, match="option 'weights' .* is set by the harness"):
         build_model("torchvision:resnet18", num_classes=10, input_shape=(3, 32, 32), options={"weights": "x"})
+
+
+CHANGING = '''
+from pruning_bench import Method
+
+SCALE = {scale}
+
+
+class Scaled(Method):
+    """Trains the rest of the budget (a plugin whose code a test edits)."""
+    name = "scaled"
+
+    def run(self, ctx):
+        ctx.train(steps=max(1, int(ctx.remaining_steps() * SCALE)))
+'''
+
+
+def runs_of(root: Path):
+    from pruning_bench.report import load_runs
+
+    return load_runs(f"sqlite:///{root}/mlflow.db", "smoke", status=None)
+
+
+def test_an_edited_plugin_is_never_reused_silently(tmp_path):
+    plugin = tmp_path / "scaled.py"
+    plugin.write_text(CHANGING.format(scale=1.0))
+    cmd = [sys.executable, "-m", "pruning_bench", "run", "--suite", "smoke", "--plugin", str(plugin), "--methods",
+           "scaled", "--sparsities", "0.5", "--epochs", "1", "--threads", "1", "--no-progress",
+           "--results-dir", str(tmp_path / "r")]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stdout + first.stderr
+    runs = runs_of(tmp_path / "r")
+    old = runs["tags.code_plugins"].iloc[0]
+    assert old.startswith("method=") and len(runs) == 1 and runs["tags.code_harness"].iloc[0]
+
+    plugin.write_text(CHANGING.format(scale=0.5))  # the same method name, other code
+    refused = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "computed by other plugin code: scaled" in errors[0] and "--rerun" in errors[0]
+    assert len(runs_of(tmp_path / "r")) == 1  # nothing recorded
+
+    kept = subprocess.run([*cmd, "--reuse-changed-code"], capture_output=True, text=True, timeout=300)
+    assert kept.returncode == 0 and "Nothing to run" in kept.stdout
+    again = subprocess.run([*cmd, "--rerun"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    runs = runs_of(tmp_path / "r")
+    assert len(runs) == 2 and len(set(runs["tags.code_plugins"])) == 2  # the new code, recorded as such
+    report = subprocess.run([sys.executable, "-m", "pruning_bench", "report", "--suite", "smoke", "--results-dir",
+                             str(tmp_path / "r"), "--no-log", "--format", "md"], capture_output=True, text=True)
+    text = (tmp_path / "r" / "reports" / "smoke" / "report.md").read_text()
+    assert report.returncode == 0 and "- **Code**: harness" in text
+    assert [line for line in text.splitlines() if "**Code**" in line][0].count("method=") == 1  # latest only
+
+
+def test_plugin_code_names_the_method_model_and_data_set_files_by_their_content(plugin_file, tmp_path):
+    import hashlib
+
+    from pruning_bench.methods.snip import Snip
+
+    from pruning_bench.code_identity import plugin_code
+    from pruning_bench.registry import default_registry
+
+    default_registry((str(plugin_file),))  # registers file_mlp and file_blobs
+    digest = hashlib.sha256(plugin_file.read_bytes()).hexdigest()[:12]
+    assert plugin_code(Snip, "file_mlp", "file_blobs") == f"model={digest},dataset={digest}"
+    assert plugin_code(Snip, "smoke_cnn", "smoke") == ""  # the harness's own code: none
+    method = tmp_path / "m.py"
+    method.write_text(CHANGING.format(scale=1.0))
+    cls = default_registry((str(method),)).get("scaled")
+    assert plugin_code(cls, "smoke_cnn", "smoke") == f"method={hashlib.sha256(method.read_bytes()).hexdigest()[:12]}"
