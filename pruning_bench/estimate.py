@@ -26,23 +26,23 @@ class TrialCost:
     epochs: float               # training it will do, in dense-equivalent epochs (0 if it does not fit)
     needs: float | None = None  # the method's minimum, as a multiple of the base run (None: fits any)
 
-    @property
-    def fits(self) -> bool:
-        return self.epochs > 0 or self.trial.budget_epochs == 0
-
 
 def price_plan(suite: Suite, plan: Sequence[Trial], method_for: Callable[[Trial], Method],
                counts: StepCounts | None = None) -> list[TrialCost]:
     """Each trial's training in epochs; a trial whose method's own minimum exceeds its equal budget in
     the ``epochs`` unit will be recorded as ``does_not_fit`` and costs nothing."""
     out = []
+    minimum: dict[tuple[str, str, float], float | None] = {}  # one pricing per method and column, not per seed
     for trial in plan:
-        method = method_for(trial)
-        needs = None
-        if has_minimum(method) and trial.target_sparsity > 0:
-            counts = counts or training_counts(suite, trial.seed)
-            setting = PlanSetting(trial.target_sparsity, counts, suite.budget.min_round)
-            needs = method.min_budget_epochs(setting) / suite.budget.epochs
+        at = (trial.method, repr(trial.params), trial.target_sparsity)
+        if at not in minimum:
+            method = method_for(trial)
+            minimum[at] = None
+            if has_minimum(method) and trial.target_sparsity > 0:
+                counts = counts or training_counts(suite, trial.seed)
+                setting = PlanSetting(trial.target_sparsity, counts, suite.budget.min_round)
+                minimum[at] = method.min_budget_epochs(setting) / suite.budget.epochs
+        needs = minimum[at]
         epochs = trial.budget_epochs
         if needs is not None and trial.budget_policy == "equal" and trial.budget_unit == "epochs" \
                 and needs * suite.budget.epochs > trial.budget_epochs * (1 + 1e-9):
@@ -133,9 +133,8 @@ def describe_plan(suite: Suite, plan: Sequence[Trial], method_for: Callable[[Tri
         lines.append(f"  {k:>3}. {c.trial.label():<44} {what}  key={c.trial.key}")
     lines += [f"Budget level {line}" for line in fit_summary(costs)]
     total = sum(c.epochs for c in costs)
-    skipped = sum(1 for c in costs if c.epochs == 0)
     lines.append(f"Total: {total_line(costs)}.")
-    workers = max(1, min(jobs, len(plan) - skipped))
+    workers = max(1, min(jobs, sum(1 for c in costs if c.epochs > 0)))
     if measure and total > 0:
         per_trial = threads or max(1, available_cores() // workers)
         try:

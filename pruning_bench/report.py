@@ -21,6 +21,7 @@ import pandas as pd
 from pruning_bench.errors import BenchError
 from pruning_bench.report_cells import cell_table, scale_of
 from pruning_bench.report_data import latest_per_trial, load_runs, prepare_runs
+from pruning_bench.report_findings import DEFAULT_COMPARE
 from pruning_bench.report_render import MISSING, cost_table, document, leaderboards_markdown, render_markdown
 from pruning_bench.report_summary import Report, build_report
 from pruning_bench.tracking import _quiet_mlflow, warn_local_artifacts
@@ -47,7 +48,7 @@ def leaderboard_markdown(runs: pd.DataFrame, metric: str = "test_acc",
     prepared = prepare_runs(runs, metric)
     latest, _ = latest_per_trial(prepared)
     report = Report(suite="", metric=metric, cells=cell_table(latest, prepared.iloc[0:0], metric), header=[],
-                    compare=list(compare or [("swamp", "imp")]))
+                    compare=list(compare or DEFAULT_COMPARE))
     return leaderboards_markdown(report)
 
 

@@ -31,6 +31,7 @@ from pruning_bench.report_data import (
     row_labels,
     values,
 )
+from pruning_bench.report_findings import DEFAULT_COMPARE
 from pruning_bench.report_stats import ALPHA, ceil_2sig
 
 
@@ -44,7 +45,7 @@ class Report:
     header: list[tuple[str, str]]
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    compare: list[tuple[str, str]] = field(default_factory=lambda: [("swamp", "imp")])  # the suite's [report]
+    compare: list[tuple[str, str]] = field(default_factory=lambda: list(DEFAULT_COMPARE))  # the suite's [report]
 
     @property
     def metric_label(self) -> str:
@@ -81,7 +82,7 @@ def build_report(runs: pd.DataFrame, suite: str, *, metric: str = "test_acc", bu
                          f"logged metrics: {', '.join(known)}")
     finished, superseded = latest_per_trial(finished_all)
     cells = cell_table(finished, failed, metric)
-    return Report(suite=suite, metric=metric, cells=cells, compare=list(compare or [("swamp", "imp")]),
+    return Report(suite=suite, metric=metric, cells=cells, compare=list(compare or DEFAULT_COMPARE),
                   header=_header(prepared, finished, suite, metric, budget_policy, tracking_uri),
                   warnings=_warnings(prepared, finished, failed, runs, budget_policy),
                   notes=_notes(cells, finished, superseded, len(prepared) - len(finished_all) - len(failed)))

@@ -93,11 +93,9 @@ def run_sweep(suite: Suite, plan: Sequence[Trial], method_names: Sequence[str], 
     runs = tracker.finished_runs() if tracker is not None and not options.rerun else {}
     if runs and code is not None and not options.reuse_changed_code:
         _refuse_changed_code(plan, runs, code)
-    finished = {key: [(run_id, tags.get("budget_level", "")) for run_id, tags in found]
-                for key, found in runs.items()}
-    pending = [t for t in plan if t.key not in finished]
-    if finished:  # a finished trial this plan reuses as another level (fit = 2x) joins that level's report
-        tracker.add_levels(finished, {t.key: t.budget_levels for t in plan if t.key in finished})
+    pending = [t for t in plan if t.key not in runs]
+    if runs:  # a finished trial this plan reuses as another level (fit = 2x) joins that level's report
+        tracker.add_levels(runs, {t.key: t.budget_levels for t in plan if t.key in runs})
     failed = 0
     nothing_to_do = (f"Nothing to run: all {len(plan)} trials of this plan already have finished runs in {uri} "
                      "(use --rerun to run them again).")

@@ -205,12 +205,7 @@ class Tracker:
 
     def finished_keys(self) -> set[str]:
         """Trial keys that already have a FINISHED run in this experiment."""
-        return set(self.finished_levels())
-
-    def finished_levels(self) -> dict[str, list[tuple[str, str]]]:
-        """Per trial key with FINISHED runs: (run id, ``budget_level`` tag) of each."""
-        return {key: [(run_id, tags.get("budget_level", "")) for run_id, tags in runs]
-                for key, runs in self.finished_runs().items()}
+        return set(self.finished_runs())
 
     def finished_runs(self) -> dict[str, list[tuple[str, dict[str, str]]]]:
         """Per trial key with FINISHED runs: (run id, tags) of each."""
@@ -226,14 +221,15 @@ class Tracker:
             if not token:
                 return runs
 
-    def add_levels(self, finished: dict[str, list[tuple[str, str]]], wanted: dict[str, tuple[str, ...]]) -> int:
+    def add_levels(self, finished: dict[str, list[tuple[str, dict[str, str]]]],
+                   wanted: dict[str, tuple[str, ...]]) -> int:
         """Tag finished runs with the budget levels a new plan reuses them for (a 2x trial that is also
         this plan's ``fit``); returns how many runs were re-tagged. Older runs without the tag stand for
         their multiple (the report's reading), so it is kept."""
         changed = 0
         for key, levels in wanted.items():
-            for run_id, tag in finished.get(key, ()):
-                have = [t for t in tag.split(",") if t]
+            for run_id, tags in finished.get(key, ()):
+                have = [t for t in tags.get("budget_level", "").split(",") if t]
                 union = sorted({*have, *levels})
                 if union != sorted(have) and have:
                     self.client.set_tag(run_id, "budget_level", ",".join(union))
