@@ -108,6 +108,14 @@ class ProcessExecutor:
                 raise
 
 
+def _run_job_in_ray_task(job: TrialJob) -> JobOutcome:
+    """A Ray task: ``ray.cancel`` raises SIGINT's Python handler in the task's process, so with
+    :mod:`pruning_bench.stopping`'s handler installed a cancelled trial stops at its next training step
+    with a checkpoint, as a ``--jobs`` worker does, instead of wherever the interrupt lands."""
+    with stopping.handling(interrupt_now=False):
+        return run_job(job)
+
+
 class RayExecutor:
     """One Ray task per trial, ``cpus`` CPUs and ``gpus`` GPUs (a fraction packs trials onto one GPU).
 
@@ -133,7 +141,8 @@ class RayExecutor:
     def run(self, jobs: Sequence[TrialJob]) -> Iterator[tuple[int, JobOutcome]]:
         ray = self.ray
         # max_calls=0: keep worker processes (and what they loaded) across tasks, GPU tasks too
-        task = ray.remote(max_calls=0)(run_job).options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0)
+        task = ray.remote(max_calls=0)(_run_job_in_ray_task).options(num_cpus=self.cpus, num_gpus=self.gpus,
+                                                                     max_retries=0)
         pending = {task.remote(job): i for i, job in enumerate(jobs)}
         with stopping.handling(interrupt_now=True):  # then the tasks are cancelled: recorded KILLED
             try:
@@ -148,7 +157,7 @@ class RayExecutor:
                         except ray.exceptions.RayTaskError as err:
                             yield i, JobOutcome("failed", detail=str(err).splitlines()[-1][:500])
             except BaseException:
-                for ref in pending:  # KeyboardInterrupt in each running task: its trial is recorded KILLED
+                for ref in pending:  # each running trial stops at its next step, with a checkpoint: KILLED
                     ray.cancel(ref)
                 with contextlib.suppress(Exception):
                     ray.wait(list(pending), num_returns=len(pending), timeout=30)
