@@ -3,7 +3,7 @@ benchmarks/checkpoint_upload.py; starts its own `bench server` on a free port; n
 
 For the default suite's 64-channel MNIST-1D CNN and for CIFAR ResNet-20, a checkpoint as the training loop
 writes it (model, masks, optimizer state) is saved atomically on disk, then uploaded to a local `bench
-server` as a trial's artifact (pruning_bench.remote_checkpoints), 20 times each; prints the median time per
+server` as a trial's artifact (pruning_bench.tracking.remote_checkpoints), 20 times each; prints the median time per
 save and its share of the default 300 s between mid-call checkpoints.
 """
 
@@ -20,12 +20,12 @@ from pathlib import Path
 
 import torch
 
-from pruning_bench.masks import MaskSet
+from pruning_bench.core.masks import MaskSet
+from pruning_bench.core.recipe import Recipe
+from pruning_bench.core.resume import atomic_save
+from pruning_bench.core.training import make_optimizer
 from pruning_bench.models import build_model
-from pruning_bench.remote_checkpoints import RemoteCheckpoints
-from pruning_bench.resume import atomic_save
-from pruning_bench.suite import Recipe
-from pruning_bench.training import make_optimizer
+from pruning_bench.tracking.remote_checkpoints import RemoteCheckpoints
 
 REPEATS = 20
 

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pruning_bench.cores import available_cores
+from pruning_bench.execution.cores import available_cores
 
 
 def start(results: Path, extra: list[str], epochs: str) -> subprocess.Popen:

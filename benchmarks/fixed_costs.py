@@ -1,7 +1,7 @@
 """What a ``bench run`` costs besides training (run: python benchmarks/fixed_costs.py; nothing else
 may run meanwhile).
 
-1. A repeated command with nothing left to do: the remembered answer (``pruning_bench.fastpath``)
+1. A repeated command with nothing left to do: the remembered answer (``pruning_bench.execution.fastpath``)
    against the normal path (plan, MLflow, leaderboard), same command, same store.
 2. One tiny trial on a new store: the process's wall-clock against the trial's own training time.
 3. Many tiny trials in one process (workers are reused the same way): the wall-clock per trial

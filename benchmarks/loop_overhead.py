@@ -19,12 +19,13 @@ import time
 import torch
 import torch.nn.functional as F
 
-from pruning_bench.budget import BudgetMeter
-from pruning_bench.context import Context
+from pruning_bench.core.budget import BudgetMeter
+from pruning_bench.core.context import Context
+from pruning_bench.core.recipe import Recipe
+from pruning_bench.core.training import make_optimizer
 from pruning_bench.data import DataBundle, load_dataset
 from pruning_bench.models import build_model
-from pruning_bench.suite import Recipe, load_suite
-from pruning_bench.training import make_optimizer
+from pruning_bench.plan.suite import load_suite
 
 
 def random_images(n: int, num_classes: int = 10) -> DataBundle:

@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune
 
+from pruning_bench.core.masks import MaskSet
 from pruning_bench.data import BatchStream
 from pruning_bench.data.augment import random_crop_flip
-from pruning_bench.masks import MaskSet
 from pruning_bench.models import build_model
 
 

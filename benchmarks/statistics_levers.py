@@ -18,14 +18,14 @@ import numpy as np
 import torch
 from scipy import stats
 
-from pruning_bench.budget import BudgetMeter
-from pruning_bench.context import Context
+from pruning_bench.core.budget import BudgetMeter
+from pruning_bench.core.context import Context
 from pruning_bench.data import load_dataset
+from pruning_bench.execution.runner import seed_everything
 from pruning_bench.models import build_model
-from pruning_bench.registry import default_registry
-from pruning_bench.report_stats import resolvable_difference
-from pruning_bench.runner import seed_everything
-from pruning_bench.suite import load_suite
+from pruning_bench.plan.registry import default_registry
+from pruning_bench.plan.suite import load_suite
+from pruning_bench.report.stats import resolvable_difference
 
 METHODS = ("dense", "random", "global_magnitude", "snip", "rigl")
 EXTRA = 20_000

@@ -6,8 +6,8 @@ Every leaderboard needs this row: it is the accuracy that "matching" is measured
 
 from __future__ import annotations
 
-from pruning_bench.context import Context
-from pruning_bench.method import Method
+from pruning_bench.core.context import Context
+from pruning_bench.core.method import Method
 
 
 class Dense(Method):

@@ -11,7 +11,7 @@ s_t = s_f (1 - (1 - (t - t_0)/(t_end - t_0))^3), the mask recomputed every ``gra
 |w| among the weights still alive (pruned weights never return). The original library ranks per layer;
 Gupta et al. recommend a global ranking when pruning gradually, which is what this does.
 
-Budgets (in the budget's unit; ``pruning_bench.budget``):
+Budgets (in the budget's unit; ``pruning_bench.core.budget``):
 - one-shot, ``equal``: the budget is split: ``1 - finetune_fraction`` dense training (its own full
   learning-rate schedule), then the rest fine-tuning with the schedule restarted, as GlobalMP's
   fine-tuning script does. The fine-tune continues the data stream where dense training stopped (new
@@ -26,9 +26,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pruning_bench.context import Context
-from pruning_bench.method import Method
-from pruning_bench.training import StepState, TrainCallback
+from pruning_bench.core.context import Context
+from pruning_bench.core.method import Method
+from pruning_bench.core.training import StepState, TrainCallback
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pruning_bench.context import Context
-from pruning_bench.masks import MaskSet
-from pruning_bench.method import Method
+from pruning_bench.core.context import Context
+from pruning_bench.core.masks import MaskSet
+from pruning_bench.core.method import Method
 
 EPS = 1e-10
 

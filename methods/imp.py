@@ -5,7 +5,7 @@ Frankle, Dziugaite, Roy & Carbin, "Linear Mode Connectivity and the Lottery Tick
 2020, §4 (rewinding to iteration k instead of 0). Reference code: ``facebookresearch/open_lth``
 (``lottery/runner.py``, ``pruning/sparse_global.py``, ``training/train.py``), which this follows.
 
-Algorithm (shared round machinery in :mod:`pruning_bench.iterative`):
+Algorithm (shared round machinery in :mod:`pruning_bench.pruning.iterative`):
 1. Train the dense network from step 0 to the rewind step k (OpenLTH's "pretraining", same recipe),
    keep theta_k.
 2. Round r = 0..L: rewind the weights to theta_k (pruned weights zero), fresh optimizer (momentum
@@ -20,13 +20,13 @@ Algorithm (shared round machinery in :mod:`pruning_bench.iterative`):
    ``round_test_acc`` (step = round); a checkpoint after every round lets an interrupted trial resume.
 
 Where this differs from OpenLTH: each pruning step keeps exactly round((1-f)^r * N) weights (OpenLTH
-removes ceil(f * remaining) plus ties, pitfall 9), so per-round sparsities follow 1 - 0.8^r exactly.
+removes ceil(f * remaining) plus ties, docs/methods.md pitfall 9), so per-round sparsities follow 1 - 0.8^r exactly.
 
 Budgets: ``native`` makes every round a full run of the trial's budget (cost k + (L+1)(R-k) steps,
 about (L+1)x); ``equal`` keeps L and the 20% steps and shortens the round length R so that
 k + (L+1)(R-k) fits in the budget; when that would make rounds shorter than the suite's
 ``min_round_epochs`` the trial is recorded as ``does_not_fit`` with the budget it needs (rule in
-:mod:`pruning_bench.iterative`). A schedule adapted on purpose is a parameter, e.g.
+:mod:`pruning_bench.pruning.iterative`). A schedule adapted on purpose is a parameter, e.g.
 ``imp[prune_fraction=0.5]``: its own row in the report. ``rewind_iters`` (default 500, OpenLTH's
 ResNet-20 at batch 128) or ``rewind_fraction`` of a round; k never exceeds half a round.
 """
@@ -35,10 +35,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pruning_bench.context import Context
-from pruning_bench.fit import PlanSetting
-from pruning_bench.iterative import RoundParams, finish_round, rewind, round_steps, start_or_resume
-from pruning_bench.method import Method
+from pruning_bench.core.context import Context
+from pruning_bench.core.method import Method
+from pruning_bench.core.steps import PlanSetting
+from pruning_bench.pruning.iterative import RoundParams, finish_round, rewind, round_steps, start_or_resume
 
 
 @dataclass(frozen=True)

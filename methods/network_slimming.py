@@ -10,9 +10,9 @@ Algorithm:
 2. Sparsity training with the suite's recipe: after each backward, lambda * sign(gamma) is added to every
    BN weight's gradient (``updateBN``), via a training-loop callback. lambda: 1e-4 for networks without
    residual additions (VGG-like), 1e-5 for residual ones (ResNet), unless ``l1_lambda`` is given.
-3. Prune: |gamma| of every prunable channel (``pruning_bench.shrink``: conv -> BN -> ... -> conv/linear
+3. Prune: |gamma| of every prunable channel (``pruning_bench.pruning.shrink``: conv -> BN -> ... -> conv/linear
    chains; residual streams are never narrowed) in one vector, one global threshold. At most
-   ``max_layer_prune`` of a layer's channels are pruned, and at least one is always kept (pitfall 8).
+   ``max_layer_prune`` of a layer's channels are pruned, and at least one is always kept (docs/methods.md pitfall 8).
    The cap is the paper's remedy for emptied layers (§4.5: at most 50% per layer in multi-pass
    pruning); 50% cannot reach 80-90% parameter sparsity (on the 64-channel MNIST-1D CNN at most about
    72%), so the default cap is 80%: a layer keeps at least a fifth of its channels. Measured there (40
@@ -50,7 +50,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pruning_bench.channel_select import (
+from pruning_bench.core.context import Context
+from pruning_bench.core.method import Method
+from pruning_bench.core.training import StepState, TrainCallback
+from pruning_bench.pruning.channel_select import (
     channel_structure,
     fewest_to_reach,
     keep_indices,
@@ -60,10 +63,7 @@ from pruning_bench.channel_select import (
     require_reachable,
     sparsity_after,
 )
-from pruning_bench.context import Context
-from pruning_bench.method import Method
-from pruning_bench.shrink import ChannelGroup, shrink
-from pruning_bench.training import StepState, TrainCallback
+from pruning_bench.pruning.shrink import ChannelGroup, shrink
 
 LAMBDA_PLAIN, LAMBDA_RESIDUAL = 1e-4, 1e-5  # paper §4.3: VGG 1e-4; ResNet-164 / DenseNet-40 1e-5
 

@@ -32,10 +32,10 @@ from typing import Any
 
 import torch
 
-from pruning_bench.context import Context
-from pruning_bench.masks import MaskSet
-from pruning_bench.method import Method
-from pruning_bench.training import StepState, TrainCallback
+from pruning_bench.core.context import Context
+from pruning_bench.core.masks import MaskSet
+from pruning_bench.core.method import Method
+from pruning_bench.core.training import StepState, TrainCallback
 
 
 @dataclass(frozen=True)

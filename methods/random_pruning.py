@@ -25,11 +25,11 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from pruning_bench.context import Context
+from pruning_bench.core.context import Context
+from pruning_bench.core.masks import random_masks
+from pruning_bench.core.method import Method
 from pruning_bench.errors import BenchError
-from pruning_bench.layer_densities import keep_counts, layer_densities
-from pruning_bench.masks import random_masks
-from pruning_bench.method import Method
+from pruning_bench.pruning.layer_densities import keep_counts, layer_densities
 
 DISTRIBUTIONS = ("erk", "uniform", "csv")
 

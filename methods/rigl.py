@@ -5,7 +5,7 @@ Evci, Gale, Menick, Castro & Elsen, "Rigging the Lottery: Making All Tickets Win
 (``rigl/sparse_optimizers_base.py::SparseRigLOptimizerBase``, ``rigl/sparse_utils.py``).
 
 Algorithm:
-1. Per-layer densities (``pruning_bench.layer_densities``): ERK (default; dense-layer capping loop) or
+1. Per-layer densities (``pruning_bench.pruning.layer_densities``): ERK (default; dense-layer capping loop) or
    uniform (first layer dense). Biases and BN stay dense.
 2. Random initial mask per layer with exactly the layer's number of kept weights (``ctx.generator``).
 3. Train for the budget with the suite's recipe. On step t with t % delta_t == 0 and t < t_end
@@ -38,11 +38,11 @@ from dataclasses import dataclass
 
 import torch
 
-from pruning_bench.context import Context
-from pruning_bench.layer_densities import keep_counts, layer_densities
-from pruning_bench.masks import random_masks
-from pruning_bench.method import Method
-from pruning_bench.training import StepState, TrainCallback
+from pruning_bench.core.context import Context
+from pruning_bench.core.masks import random_masks
+from pruning_bench.core.method import Method
+from pruning_bench.core.training import StepState, TrainCallback
+from pruning_bench.pruning.layer_densities import keep_counts, layer_densities
 
 DROP_NOISE_STD = 1e-5  # reference: generic_mask_update(noise_std=1e-5)
 

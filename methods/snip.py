@@ -33,9 +33,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from pruning_bench.context import Context
-from pruning_bench.masks import MaskSet
-from pruning_bench.method import Method
+from pruning_bench.core.context import Context
+from pruning_bench.core.masks import MaskSet
+from pruning_bench.core.method import Method
 
 
 @dataclass(frozen=True)

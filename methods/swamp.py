@@ -2,7 +2,7 @@
 
 Choi, Lee, Nam & Lee, "SWAMP: Sparse Weight Averaging with Multiple Particles for Iterative Magnitude
 Pruning", ICLR 2024 (arXiv 2305.14852), §3 (method), §4.3 (SWAMP+), App. B (SWA phase at a constant
-learning rate of 0.05). No official code is public (methods.md 1b); the round machinery is IMP's
+learning rate of 0.05). No official code is public (docs/methods.md §1b); the round machinery is IMP's
 (:mod:`methods.imp`, OpenLTH), and the averaging + BN recalibration follow ``torch.optim.swa_utils``
 and Sparse Model Soups (``ZIB-IOL/SMS``, ``average_models`` / ``recalibrate_bn``).
 
@@ -40,7 +40,7 @@ Choices where the paper leaves details open (each a parameter):
   comparison, Fig. 3); those recalibrations are charged too. Off saves (N x bn_fraction / 3) epochs a
   round.
 
-Budgets (:mod:`pruning_bench.iterative`): every particle-step is charged (label ``particle-n``), and
+Budgets (:mod:`pruning_bench.pruning.iterative`): every particle-step is charged (label ``particle-n``), and
 every BN recalibration (label ``bn-recalibration``). ``native``: every round a full run of the trial's
 budget (cost about (L + 1) x N runs); ``equal``: SWAMP keeps its L rounds, 20% steps and N particles,
 and the round length R shrinks until pretraining plus every particle of every round fits; below the
@@ -56,13 +56,13 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import SWALR, AveragedModel
 
-from pruning_bench.context import Context
-from pruning_bench.data.batches import mix_seed
-from pruning_bench.fit import PlanSetting
-from pruning_bench.iterative import RoundParams, finish_round, rewind, round_steps, start_or_resume
-from pruning_bench.masks import MaskSet, prunable_weights
-from pruning_bench.method import Method
-from pruning_bench.training import StepState, TrainCallback
+from pruning_bench.core.context import Context
+from pruning_bench.core.masks import MaskSet, prunable_weights
+from pruning_bench.core.method import Method
+from pruning_bench.core.steps import PlanSetting
+from pruning_bench.core.training import StepState, TrainCallback
+from pruning_bench.pruning.iterative import RoundParams, finish_round, rewind, round_steps, start_or_resume
+from pruning_bench.seeds import mix_seed
 
 SWA_LR_AT_LR_01 = 0.05  # App. B: constant SWA learning rate 0.05 (at base lr 0.1)
 

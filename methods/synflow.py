@@ -29,9 +29,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pruning_bench.context import Context
-from pruning_bench.masks import MaskSet, prunable_weights
-from pruning_bench.method import Method
+from pruning_bench.core.context import Context
+from pruning_bench.core.masks import MaskSet, prunable_weights
+from pruning_bench.core.method import Method
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ Algorithm (the harness's budget split; the paper starts from a trained network):
    remove the lowest-importance channels globally until the parameter sparsity reaches its share of the
    target (linear in steps: target x i / prune_steps), never more than ``max_layer_prune`` of a layer's
    original channels (as slimming's cap; at least one is kept), and physically shrink the network
-   (``pruning_bench.shrink``: conv -> BN -> conv/linear chains; residual streams are never narrowed).
+   (``pruning_bench.pruning.shrink``: conv -> BN -> conv/linear chains; residual streams are never narrowed).
 3. Fine-tune the shrunk network with the rest of the budget.
 
 Schedules: dense training has its own learning-rate schedule; the pruning steps and the final fine-tune
@@ -32,7 +32,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pruning_bench.channel_select import (
+from pruning_bench.core.context import Context
+from pruning_bench.core.method import Method
+from pruning_bench.core.training import StepState, TrainCallback
+from pruning_bench.pruning.channel_select import (
     channel_structure,
     fewest_to_reach,
     keep_indices,
@@ -42,10 +45,7 @@ from pruning_bench.channel_select import (
     require_reachable,
     sparsity_after,
 )
-from pruning_bench.context import Context
-from pruning_bench.method import Method
-from pruning_bench.shrink import ChannelGroup, shrink
-from pruning_bench.training import StepState, TrainCallback
+from pruning_bench.pruning.shrink import ChannelGroup, shrink
 
 
 @dataclass(frozen=True)

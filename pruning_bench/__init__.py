@@ -15,8 +15,8 @@ __version__ = "0.1.0"
 # it is part of every trial key, so finished trials of an older harness are not reused silently.
 RESULT_VERSION = "2"
 
-_LAZY = {"Method": "pruning_bench.method", "Context": "pruning_bench.context",
-         "TrainCallback": "pruning_bench.training", "register_model": "pruning_bench.plugins",
+_LAZY = {"Method": "pruning_bench.core.method", "Context": "pruning_bench.core.context",
+         "TrainCallback": "pruning_bench.core.training", "register_model": "pruning_bench.plugins",
          "register_dataset": "pruning_bench.plugins", "RawDataset": "pruning_bench.data.bundle"}
 
 

@@ -10,11 +10,11 @@ from typing import Any
 
 import click
 
-from pruning_bench.budget import POLICIES, UNITS
+from pruning_bench.core.budget import POLICIES, UNITS
 from pruning_bench.errors import BenchError, unknown_choice
-from pruning_bench.executor import EXECUTORS
-from pruning_bench.fit import parse_level
-from pruning_bench.suite import check_sparsity, load_suite
+from pruning_bench.execution.executor import EXECUTORS
+from pruning_bench.plan.fit import parse_level
+from pruning_bench.plan.suite import check_sparsity, load_suite
 
 
 class BenchGroup(click.Group):
@@ -215,7 +215,7 @@ def run(suite_name: str, methods: str | None, sparsities: str | None, seeds: str
     """
     answer_key = None
     if not (rerun or dry_run):  # a repeated command with nothing left to do: answered without torch/MLflow
-        from pruning_bench.fastpath import fingerprint, remembered_answer
+        from pruning_bench.execution.fastpath import fingerprint, remembered_answer
 
         suite_file = suite_name if suite_name.endswith(".toml") or Path(suite_name).is_file() else None
         answer_key = fingerprint(click.get_current_context().params, suite_file)
@@ -224,7 +224,7 @@ def run(suite_name: str, methods: str | None, sparsities: str | None, seeds: str
             click.echo(answer)
             return
     if not dry_run and jobs == 1 and executor in (None, "sequential"):  # this process will train
-        from pruning_bench.cores import register_this_process
+        from pruning_bench.execution.cores import register_this_process
 
         register_this_process()
     if no_progress:  # download bars too, in this process and its workers (for this command only)
@@ -235,9 +235,9 @@ def run(suite_name: str, methods: str | None, sparsities: str | None, seeds: str
         if NO_PROGRESS_ENV not in os.environ:
             os.environ[NO_PROGRESS_ENV] = "1"
             click.get_current_context().call_on_close(lambda: os.environ.pop(NO_PROGRESS_ENV, None))
-    from pruning_bench.registry import default_registry
-    from pruning_bench.sweep import SweepOptions, run_sweep
-    from pruning_bench.trial import MethodSpec, build_plan
+    from pruning_bench.execution.sweep import SweepOptions, run_sweep
+    from pruning_bench.plan.registry import default_registry
+    from pruning_bench.plan.trial import MethodSpec, build_plan
 
     suite = load_suite(suite_name)
     overrides = {}
@@ -275,7 +275,7 @@ def run(suite_name: str, methods: str | None, sparsities: str | None, seeds: str
                       parse_seeds(seeds) or suite.seeds, policy, multiples=parse_multiples(budgets),
                       unit=budget_unit)
     if dry_run:
-        from pruning_bench.estimate import describe_plan
+        from pruning_bench.execution.estimate import describe_plan
 
         for line in describe_plan(suite, plan, lambda t: registry.get(t.method)(t.params), jobs=jobs,
                                   threads=threads, device=device):
@@ -283,7 +283,7 @@ def run(suite_name: str, methods: str | None, sparsities: str | None, seeds: str
         return
     if ray_address and executor != "ray":
         raise BenchError(f"--ray-address {ray_address} needs --executor ray")
-    from pruning_bench.tracking import check_server, default_tracking_uri
+    from pruning_bench.tracking.tracker import check_server, default_tracking_uri
 
     check_server(tracking_uri or default_tracking_uri(results_dir))
     options = SweepOptions(results_dir=results_dir, tracking_uri=tracking_uri, device=device, rerun=rerun,
@@ -292,12 +292,12 @@ def run(suite_name: str, methods: str | None, sparsities: str | None, seeds: str
                            cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                            checkpoint_seconds=checkpoint_every, answer_key=answer_key,
                            reuse_changed_code=reuse_changed_code)
-    from pruning_bench.estimate import price_plan, total_line
+    from pruning_bench.execution.estimate import price_plan, total_line
 
     def method_for(trial):
         return registry.get(trial.method)(trial.params)
 
-    from pruning_bench.code_identity import plugin_code
+    from pruning_bench.execution.code_identity import plugin_code
 
     code = run_sweep(suite, plan, [c.name for c in classes], options, echo=click.echo,
                      cost=lambda trials: total_line(price_plan(suite, trials, method_for)),
@@ -331,7 +331,7 @@ def report(suite_names: tuple[str, ...], results_dir: Path, tracking_uri: str | 
 
     Example: bench report --suite mnist1d --budget-policy equal
     """
-    from pruning_bench.report import (
+    from pruning_bench.report.publish import (
         build_report,
         leaderboards_markdown,
         load_runs,
@@ -339,7 +339,7 @@ def report(suite_names: tuple[str, ...], results_dir: Path, tracking_uri: str | 
         parse_formats,
         write_report,
     )
-    from pruning_bench.tracking import check_server, default_tracking_uri
+    from pruning_bench.tracking.tracker import check_server, default_tracking_uri
 
     uri = tracking_uri or default_tracking_uri(results_dir)
     kinds = parse_formats(formats)
@@ -348,7 +348,7 @@ def report(suite_names: tuple[str, ...], results_dir: Path, tracking_uri: str | 
     if not names:
         raise BenchError("--suite is empty; give a suite name, e.g. --suite mnist1d")
     names = list(dict.fromkeys(names))
-    from pruning_bench.suite import builtin_suites
+    from pruning_bench.plan.suite import builtin_suites
 
     for raw in names:
         suite = load_suite(raw) if raw.endswith(".toml") or raw in builtin_suites() else None
@@ -374,14 +374,14 @@ def report(suite_names: tuple[str, ...], results_dir: Path, tracking_uri: str | 
 def list_(what: str, plugins: tuple[str, ...]) -> None:
     """List registered methods, built-in suites, models or data sets (plugins with where they come from)."""
     if what == "suites":
-        from pruning_bench.suite import builtin_suites
+        from pruning_bench.plan.suite import builtin_suites
 
         for name, path in sorted(builtin_suites().items()):
             suite = load_suite(str(path))
             click.echo(f"{name:<10} {suite.dataset.name:<9} {suite.model.name:<12} "
                        f"{suite.budget.epochs:g} epochs  {suite.description}")
         return
-    from pruning_bench.registry import default_registry
+    from pruning_bench.plan.registry import default_registry
 
     registry = default_registry(plugins)  # also registers the files' models and data sets
     if what == "methods":
@@ -394,8 +394,7 @@ def list_(what: str, plugins: tuple[str, ...]) -> None:
 
         _echo_listing(describe_models(), plugin_models())
     else:
-        from pruning_bench.data.sources import DESCRIPTIONS, SOURCES
-        from pruning_bench.plugins import DATASETS
+        from pruning_bench.data.sources import DATASETS, DESCRIPTIONS, SOURCES
 
         builtin = {name: DESCRIPTIONS.get(name, "") + _options_note(SOURCES[name].options) for name in SOURCES}
         _echo_listing(builtin, DATASETS.all())
@@ -425,7 +424,7 @@ def ui(results_dir: Path, tracking_uri: str | None, port: int) -> None:
     """Open the MLflow UI on 127.0.0.1 for the results store."""
     import subprocess
 
-    from pruning_bench.tracking import default_tracking_uri
+    from pruning_bench.tracking.tracker import default_tracking_uri
 
     uri = tracking_uri or default_tracking_uri(results_dir)
     click.echo(f"MLflow UI for {uri} at http://127.0.0.1:{port} (Ctrl-C to stop)")
@@ -450,7 +449,7 @@ def server(host: str, port: int, results_dir: Path, workers: int, allowed_hosts:
 
     Example: bench server --host 0.0.0.0 --port 5000
     """
-    from pruning_bench.server import ServerConfig, serve
+    from pruning_bench.tracking.server import ServerConfig, serve
 
     config = ServerConfig(results_dir=results_dir, host=host, port=port, workers=workers,
                           allowed_hosts=allowed_hosts)

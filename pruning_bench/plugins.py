@@ -152,14 +152,16 @@ def _check_name(kind: Kind, name: Any, origin: str) -> None:
                          "e.g. 'my_net'")
 
 
-def register_module(module: ModuleType, origin: str) -> list[str]:
-    """Register the builders and loaders ``module`` marks (defined in it, not imported); their names."""
+def register_module(module: ModuleType, origin: str, tables: Mapping[str, PluginTable]) -> list[str]:
+    """Register the builders and loaders ``module`` marks (defined in it, not imported) in ``tables`` (by
+    kind name: the model table of :mod:`pruning_bench.models`, the data-set table of
+    :mod:`pruning_bench.data.sources`); their names."""
     found = []
     for obj in vars(module).values():
         mark = getattr(obj, "__dict__", {}).get(_MARK)  # own mark only: a subclass is not its parent's plugin
         if isinstance(mark, tuple) and getattr(obj, "__module__", None) == module.__name__:
             kind, name = mark
-            TABLES[kind].add(name, obj, origin)
+            tables[kind].add(name, obj, origin)
             found.append(f"{kind} {name}")
     return found
 
@@ -190,7 +192,9 @@ def _parse(kind: Kind, name: str, fn: Any, origin: str) -> Plugin:
 
 
 class PluginTable:
-    """The registered plugins of one kind, by name; entry points join lazily, a file's entries win."""
+    """The registered plugins of one kind, by name; entry points join lazily, a file's entries win. Each
+    kind's table is built where its built-ins live (``is_builtin`` names the built-in a name would clash
+    with), so this module knows no model and no data set."""
 
     def __init__(self, kind: Kind, is_builtin: Callable[[str], str | None]) -> None:
         self.kind = kind
@@ -250,20 +254,3 @@ class PluginTable:
         if strict:
             raise problem
         print(f"warning: {problem}", file=sys.stderr)
-
-
-def _builtin_model(name: str) -> str | None:
-    from pruning_bench.models import builtin_model
-
-    return builtin_model(name)
-
-
-def _builtin_dataset(name: str) -> str | None:
-    from pruning_bench.data.sources import SOURCES
-
-    return f"data set '{name}'" if name in SOURCES else None
-
-
-MODELS = PluginTable(MODEL, _builtin_model)
-DATASETS = PluginTable(DATASET, _builtin_dataset)
-TABLES = {MODEL.name: MODELS, DATASET.name: DATASETS}

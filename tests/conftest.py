@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from pruning_bench.budget import BudgetMeter
-from pruning_bench.context import Context
+from pruning_bench.core.budget import BudgetMeter
+from pruning_bench.core.context import Context
+from pruning_bench.core.recipe import Recipe
 from pruning_bench.data import load_dataset
-from pruning_bench.suite import Recipe
 
 torch.set_num_threads(1)  # tiny models: threads only add overhead, and tests share 2 cores
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import make_context
 
-from pruning_bench.budget import BudgetExceeded, BudgetMeter
+from pruning_bench.core.budget import BudgetExceeded, BudgetMeter
 
 
 def test_meter_count_equals_epochs_times_samples():

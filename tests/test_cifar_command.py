@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from test_data_download import cifar10_tarball
 
 from pruning_bench.cli import main
-from pruning_bench.report import load_runs
+from pruning_bench.report.publish import load_runs
 
 
 def test_cifar10_command_compares_swamp_imp_and_snip_at_one_budget_per_column(tmp_path):

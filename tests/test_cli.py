@@ -27,7 +27,7 @@ def store(tmp_path_factory):
 
 
 def runs_of(root):
-    from pruning_bench.report import load_runs
+    from pruning_bench.report.publish import load_runs
     return load_runs(f"sqlite:///{root}/mlflow.db", "smoke")
 
 
@@ -222,7 +222,7 @@ def test_interrupted_sweep_resumes_without_redoing_finished_trials(tmp_path, mon
             "0.5", "--seeds", "0-2", "--epochs", "1", "--results-dir", str(tmp_path), "--no-progress"]
     first = CliRunner().invoke(main, args)
     assert first.exit_code != 0 and "run the same command again to resume" in first.output
-    from pruning_bench.report import load_runs
+    from pruning_bench.report.publish import load_runs
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     assert list(load_runs(uri, "smoke")["tags.seed"]) == ["0"]             # seed 0 finished
     assert list(load_runs(uri, "smoke", status="KILLED")["tags.seed"]) == ["1"]  # seed 1 recorded KILLED
@@ -271,7 +271,7 @@ def test_a_method_that_leaks_into_pruned_weights_fails_its_trial(tmp_path):
                                        "--sparsities", "0.5", "--epochs", "1", "--results-dir", str(tmp_path),
                                        "--no-progress"])
     assert result.exit_code == 1 and "MaskLeak: masked weights are not zero" in result.output
-    from pruning_bench.report import load_runs
+    from pruning_bench.report.publish import load_runs
     failed = load_runs(f"sqlite:///{tmp_path}/mlflow.db", "smoke", status="FAILED")
     assert list(failed["tags.method"]) == ["leaking"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from pruning_bench import cores
+from pruning_bench.execution import cores
 
 
 def test_threads_are_the_cores_divided_among_training_processes(monkeypatch):

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from pruning_bench.claims import ClaimView, claim, process_alive, process_start, stale_reason
+from pruning_bench.tracking.claims import ClaimView, claim, process_alive, process_start, stale_reason
+
+pytestmark = pytest.mark.slow  # real processes killed with -9
 
 BENCH = [sys.executable, "-m", "pruning_bench"]
 
@@ -23,7 +25,7 @@ def bench_cmd(results: Path, *args: str) -> list[str]:
 
 def finished_keys(db: Path) -> set[str]:
     """Read-only, without MLflow: the store is being written by the sweep under test."""
-    from pruning_bench.fastpath import store_state
+    from pruning_bench.execution.fastpath import store_state
 
     state = store_state(f"sqlite:///{db}", "smoke")
     return state["finished"] if state else set()
@@ -32,7 +34,7 @@ def finished_keys(db: Path) -> set[str]:
 def all_runs(results: Path):
     import mlflow
 
-    from pruning_bench.tracking import tracking_uri_scope
+    from pruning_bench.tracking.tracker import tracking_uri_scope
 
     with tracking_uri_scope(f"sqlite:///{results}/mlflow.db"):  # not left in the environment of later tests
         return mlflow.search_runs(experiment_names=["smoke"], output_format="pandas")
@@ -168,7 +170,7 @@ def test_process_identity_survives_pid_reuse():
 
 @pytest.mark.parametrize("message", ["(sqlite3.OperationalError) database is locked", "SQLITE_BUSY"])
 def test_store_writes_retry_while_another_process_holds_the_lock(message):
-    from pruning_bench.tracking import RetryingClient
+    from pruning_bench.tracking.tracker import RetryingClient
 
     calls = {"n": 0}
 

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from scipy import stats
 
 from pruning_bench.cli import main
-from pruning_bench.report import load_runs
-from pruning_bench.report_stats import resolvable_difference, seeds_to_resolve, welch_difference, welch_p
+from pruning_bench.report.publish import load_runs
+from pruning_bench.report.stats import resolvable_difference, seeds_to_resolve, welch_difference, welch_p
 
 
 def bench(*args: str):

@@ -14,16 +14,16 @@ from pruning_bench.methods.imp import IMP
 from pruning_bench.methods.snip import Snip
 from pruning_bench.methods.swamp import SWAMP
 
-from pruning_bench.budget import DoesNotFit
 from pruning_bench.cli import main
+from pruning_bench.core.budget import DoesNotFit
+from pruning_bench.core.method import Method
+from pruning_bench.core.steps import PlanSetting, StepCounts
 from pruning_bench.errors import BenchError
-from pruning_bench.estimate import price_plan
-from pruning_bench.fit import FIT, PlanSetting, parse_level, round_up_multiple
-from pruning_bench.method import Method
-from pruning_bench.registry import default_registry
-from pruning_bench.steps import StepCounts
-from pruning_bench.suite import load_suite
-from pruning_bench.trial import MethodSpec, build_plan
+from pruning_bench.execution.estimate import price_plan
+from pruning_bench.plan.fit import FIT, parse_level, round_up_multiple
+from pruning_bench.plan.registry import default_registry
+from pruning_bench.plan.suite import load_suite
+from pruning_bench.plan.trial import MethodSpec, build_plan
 
 
 def test_grid_rounds_up_to_two_significant_digits_and_never_below_the_base_run():

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from pruning_bench.flops import profile_flops
-from pruning_bench.masks import MaskSet
+from pruning_bench.core.flops import profile_flops
+from pruning_bench.core.masks import MaskSet
 from pruning_bench.models import build_model
 
 

@@ -6,7 +6,12 @@ import math
 
 import pytest
 
-from pruning_bench.layer_densities import erk_densities, keep_counts, layer_densities, uniform_densities
+from pruning_bench.pruning.layer_densities import (
+    erk_densities,
+    keep_counts,
+    layer_densities,
+    uniform_densities,
+)
 
 # conv(1->4, 3x3): 36 weights, raw 11/36; conv(4->8, 3x3): 288, raw 18/288; linear(8->2): 16, raw 10/16
 SHAPES = {"c1": (4, 1, 3, 3), "c2": (8, 4, 3, 3), "fc": (2, 8)}

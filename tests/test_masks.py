@@ -7,7 +7,7 @@ import torch
 from conftest import make_context
 from torch import nn
 
-from pruning_bench.masks import MaskSet, global_topk
+from pruning_bench.core.masks import MaskSet, global_topk
 
 
 def test_prunable_set_is_every_conv_and_linear_weight(tiny):

@@ -14,11 +14,10 @@ import pytest
 from click.testing import CliRunner
 
 from pruning_bench.cli import main
-from pruning_bench.data.sources import _plugin_source, clear_cache, load_dataset
+from pruning_bench.data.sources import DATASETS, _plugin_source, clear_cache, load_dataset
 from pruning_bench.errors import BenchError
-from pruning_bench.models import build_model
-from pruning_bench.plugins import DATASETS, MODELS
-from pruning_bench.registry import default_registry
+from pruning_bench.models import MODELS, build_model
+from pruning_bench.plan.registry import default_registry
 
 # A builder and a loader; the file version marks them, the entry-point version names them in entry_points.txt.
 SOURCE = '''
@@ -123,7 +122,7 @@ def run_bench(tmp_path: Path, suite: Path, *extra: str):
 
 
 def recorded(tmp_path: Path, suite: Path):
-    from pruning_bench.report import load_runs
+    from pruning_bench.report.publish import load_runs
 
     return load_runs(f"sqlite:///{tmp_path}/results/mlflow.db", suite.stem)
 
@@ -327,7 +326,7 @@ class Scaled(Method):
 
 
 def runs_of(root: Path):
-    from pruning_bench.report import load_runs
+    from pruning_bench.report.publish import load_runs
 
     return load_runs(f"sqlite:///{root}/mlflow.db", "smoke", status=None)
 
@@ -369,8 +368,8 @@ def test_plugin_code_names_the_method_model_and_data_set_files_by_their_content(
 
     from pruning_bench.methods.snip import Snip
 
-    from pruning_bench.code_identity import plugin_code
-    from pruning_bench.registry import default_registry
+    from pruning_bench.execution.code_identity import plugin_code
+    from pruning_bench.plan.registry import default_registry
 
     default_registry((str(plugin_file),))  # registers file_mlp and file_blobs
     digest = hashlib.sha256(plugin_file.read_bytes()).hexdigest()[:12]

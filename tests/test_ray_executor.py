@@ -6,7 +6,9 @@ import pytest
 from click.testing import CliRunner
 
 from pruning_bench.cli import main
-from pruning_bench.report import load_runs
+from pruning_bench.report.publish import load_runs
+
+pytestmark = pytest.mark.slow  # a local Ray cluster
 
 ray = pytest.importorskip("ray")
 

@@ -15,8 +15,8 @@ from scipy import stats
 
 from pruning_bench.cli import main
 from pruning_bench.errors import BenchError
-from pruning_bench.report import MISSING, build_report, cost_table, leaderboards_markdown, load_runs
-from pruning_bench.report_stats import rank_column, summarize, welch_p
+from pruning_bench.report.publish import MISSING, build_report, cost_table, leaderboards_markdown, load_runs
+from pruning_bench.report.stats import rank_column, summarize, welch_p
 
 METHODS = ["dense", "global_magnitude", "snip"]
 

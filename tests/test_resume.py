@@ -7,9 +7,11 @@ import pytest
 import torch
 from conftest import make_context
 
-from pruning_bench.registry import default_registry
-from pruning_bench.resume import CallCheckpoint, TrialCheckpoints
-from pruning_bench.training import TrainCallback
+from pruning_bench.core.resume import CallCheckpoint, TrialCheckpoints
+from pruning_bench.core.training import TrainCallback
+from pruning_bench.plan.registry import default_registry
+
+pytestmark = pytest.mark.slow  # every method crashed and resumed
 
 FAST = {"imp": {"rewind_iters": 2}, "swamp": {"particles": 2, "rewind_iters": 2},
         "grasp": {"score_batch_size": 64}}
@@ -86,7 +88,7 @@ def test_a_rerun_whose_calls_differ_from_the_checkpoints_is_refused(tmp_path):
     ctx = make_context(policy="native", epochs=1, checkpoint_dir=tmp_path, checkpoint_seconds=0.0)
     ctx.train(steps=3)
     again = make_context(policy="native", epochs=1, checkpoint_dir=tmp_path, checkpoint_seconds=0.0)
-    from pruning_bench.resume import CheckpointMismatch
+    from pruning_bench.core.resume import CheckpointMismatch
 
     with pytest.raises(CheckpointMismatch, match="steps"):
         again.train(steps=4)

@@ -16,7 +16,7 @@ from pruning_bench.methods.rigl import (
     init_rigl_masks,
 )
 
-from pruning_bench.training import StepState, TrainCallback
+from pruning_bench.core.training import StepState, TrainCallback
 
 
 def test_drop_fraction_follows_the_cosine():

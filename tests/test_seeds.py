@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from pruning_bench.cli import main, parse_seeds
 from pruning_bench.errors import BenchError
-from pruning_bench.suite import load_suite
+from pruning_bench.plan.suite import load_suite
 
 FORMS = "give seeds like 0, 0,1,2 or 0-4"
 

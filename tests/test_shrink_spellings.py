@@ -14,7 +14,7 @@ from pruning_bench.methods.network_slimming import NetworkSlimming, NetworkSlimm
 from torch import nn
 
 from pruning_bench.errors import BenchError
-from pruning_bench.shrink import analyze, shrink
+from pruning_bench.pruning.shrink import analyze, shrink
 
 LENGTH, CHANNELS, POOLED = 32, 8, 16  # input length, channels of the last BN, length after the max-pool
 

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 from test_crash_safety import all_runs, bench_cmd
 
-from pruning_bench.claims import process_alive
+from pruning_bench.tracking.claims import process_alive
+
+pytestmark = pytest.mark.slow  # real processes stopped by signals
 
 ARGS = ("--methods", "dense", "--seeds", "0-3", "--sparsities", "0.5", "--epochs", "150",
         "--checkpoint-every", "0.2")

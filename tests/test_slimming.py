@@ -9,12 +9,12 @@ from conftest import make_context
 from pruning_bench.methods.network_slimming import BNL1, NetworkSlimming, NetworkSlimmingParams
 from torch import nn
 
-from pruning_bench.channel_select import prune_order
 from pruning_bench.cli import main
+from pruning_bench.core.flops import profile_flops
 from pruning_bench.errors import BenchError
-from pruning_bench.flops import profile_flops
 from pruning_bench.models import build_model
-from pruning_bench.shrink import analyze, shrink, shrunk_weight_counts
+from pruning_bench.pruning.channel_select import prune_order
+from pruning_bench.pruning.shrink import analyze, shrink, shrunk_weight_counts
 
 
 def gamma_l1(model: nn.Module) -> float:
@@ -125,7 +125,7 @@ def test_end_to_end_rigl_and_slimming_land_in_mlflow(tmp_path):
                                        "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--no-progress"],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    from pruning_bench.report import load_runs
+    from pruning_bench.report.publish import load_runs
     runs = load_runs(f"sqlite:///{tmp_path}/mlflow.db", "smoke")
     assert sorted(runs["tags.method"]) == ["network_slimming", "rigl"]
     assert (runs["status"] == "FINISHED").all()

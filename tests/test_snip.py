@@ -9,7 +9,7 @@ from conftest import TinyNet, make_context
 from pruning_bench.methods.snip import Snip, SnipParams, snip_scores
 from torch import nn
 
-from pruning_bench.masks import MaskSet
+from pruning_bench.core.masks import MaskSet
 
 
 def test_scores_equal_grad_times_weight_by_hand(tiny):

@@ -13,9 +13,9 @@ from pruning_bench.methods.taylor_channels import TaylorChannels, TaylorImportan
 from torch import nn
 
 from pruning_bench.errors import BenchError
-from pruning_bench.shrink import analyze
-from pruning_bench.suite import load_suite
-from pruning_bench.trial import build_plan
+from pruning_bench.plan.suite import load_suite
+from pruning_bench.plan.trial import build_plan
+from pruning_bench.pruning.shrink import analyze
 
 
 def groups_of(weight: torch.Tensor, m: int) -> torch.Tensor:
@@ -110,7 +110,7 @@ def test_new_methods_run_end_to_end_with_their_granularity_tags(tmp_path):
     from click.testing import CliRunner
 
     from pruning_bench.cli import main
-    from pruning_bench.report import load_runs
+    from pruning_bench.report.publish import load_runs
 
     result = CliRunner().invoke(main, ["run", "--suite", "smoke", "--methods",
                                        "random,synflow,grasp,nm_sparsity,taylor_channels", "--sparsities", "0.6",

@@ -9,8 +9,8 @@ from pruning_bench.methods.dense import Dense
 from pruning_bench.methods.snip import Snip, SnipParams
 
 from pruning_bench.errors import BenchError
-from pruning_bench.suite import builtin_suites, load_suite
-from pruning_bench.trial import build_plan
+from pruning_bench.plan.suite import builtin_suites, load_suite
+from pruning_bench.plan.trial import build_plan
 
 
 def test_every_builtin_suite_loads():

@@ -18,8 +18,10 @@ import pytest
 from click.testing import CliRunner
 
 from pruning_bench.cli import main
-from pruning_bench.server import ServerConfig, server_command, tracking_url
-from pruning_bench.tracking import Tracker, is_local_uri
+from pruning_bench.tracking.server import ServerConfig, server_command, tracking_url
+from pruning_bench.tracking.tracker import Tracker, is_local_uri
+
+pytestmark = pytest.mark.slow  # a real `bench server`
 
 BENCH = Path(sys.executable).with_name("bench")
 ALIAS = "cluster-head"  # a name a cluster node might use for the server; allowed via --allowed-hosts
@@ -113,7 +115,7 @@ def test_sweep_artifacts_go_through_the_server(server, sweep):
 def test_layer_table_downloads_through_the_server_from_another_directory(server, sweep, tmp_path, monkeypatch):
     import mlflow
 
-    from pruning_bench.report import load_runs
+    from pruning_bench.report.publish import load_runs
 
     url, _ = server
     monkeypatch.chdir(tmp_path)

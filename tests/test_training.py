@@ -8,8 +8,8 @@ import pytest
 import torch
 from conftest import make_context
 
-from pruning_bench.suite import Recipe
-from pruning_bench.training import LRSchedule, TrainCallback
+from pruning_bench.core.recipe import Recipe
+from pruning_bench.core.training import LRSchedule, TrainCallback
 
 
 def test_cosine_and_step_schedules():
@@ -119,7 +119,7 @@ def test_round_checkpoints_keep_the_measured_step_time_and_older_ones_still_load
 
 
 def test_without_a_terminal_progress_is_a_line_per_interval(monkeypatch, capsys):
-    import pruning_bench.training as training
+    import pruning_bench.core.training as training
 
     monkeypatch.setattr(training, "HEARTBEAT_SECONDS", 0.0)
     ctx = make_context(policy="native", epochs=2)

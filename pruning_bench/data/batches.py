@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from collections.abc import Iterator, Sequence
 
@@ -10,12 +9,7 @@ import torch
 
 from pruning_bench.data.augment import AUGMENTATIONS, apply_augmentation
 from pruning_bench.errors import unknown_choice
-
-
-def mix_seed(*parts: object) -> int:
-    """A stable 63-bit seed from a tuple of ints/strings (unlike hash(), the same in every process)."""
-    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+from pruning_bench.seeds import mix_seed
 
 
 def _stats(values: Sequence[float], channels: int, ndim: int, device: torch.device, what: str) -> torch.Tensor:

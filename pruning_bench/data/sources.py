@@ -11,7 +11,7 @@ from pruning_bench.data import cifar, digits, imagefolder, mnist1d, synthetic
 from pruning_bench.data.bundle import DataBundle, RawDataset, resolve_options, split_train_val
 from pruning_bench.data.download import data_home
 from pruning_bench.errors import BenchError, unknown_choice
-from pruning_bench.plugins import DATASETS, Plugin
+from pruning_bench.plugins import DATASET, Plugin, PluginTable
 
 Loader = Callable[[str | None, bool, dict[str, Any]], RawDataset]
 
@@ -34,6 +34,8 @@ SOURCES: dict[str, Source] = {
     "tiny_imagenet": Source(imagefolder.load_tiny_imagenet, imagefolder.TINY_OPTIONS, cached=True,
                             train_size=100_000),
 }
+# data-set plugins: entry points and --plugin files (a name may not shadow a built-in)
+DATASETS = PluginTable(DATASET, lambda name: f"data set '{name}'" if name in SOURCES else None)
 
 _CACHE: dict[tuple[Any, ...], RawDataset] = {}
 

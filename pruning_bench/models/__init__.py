@@ -33,9 +33,9 @@ from pruning_bench.models.cifar_vgg import cifar_vgg
 from pruning_bench.models.external import TIMM_PREFIX, TORCHVISION_PREFIX, build_timm, build_torchvision
 from pruning_bench.models.small_nets import digits_cnn, mnist1d_cnn, smoke_cnn
 from pruning_bench.models.wide_resnet import wide_resnet
-from pruning_bench.plugins import MODELS, Plugin, check_type
+from pruning_bench.plugins import MODEL, Plugin, PluginTable, check_type
 
-__all__ = ["MODEL_DESCRIPTIONS", "available_models", "build_model", "builtin_model", "describe_models",
+__all__ = ["MODELS", "MODEL_DESCRIPTIONS", "available_models", "build_model", "builtin_model", "describe_models",
            "model_options", "plugin_models"]
 
 _IMAGE = "images (C, H, W), e.g. (3, 32, 32)"
@@ -107,6 +107,9 @@ def builtin_model(name: str) -> str | None:
     if ":" in name:
         return f"prefix '{name.partition(':')[0]}:'"
     return None
+
+
+MODELS = PluginTable(MODEL, builtin_model)  # model plugins: entry points and --plugin files
 
 
 def _check_rank(name: str, input_shape: tuple[int, ...], rank: int) -> None:

@@ -1,0 +1,376 @@
+"""MLflow: one experiment per suite, a parent run per ``bench run`` (the sweep), a child run per trial.
+
+The default store is embedded SQLite under the results directory (nothing to start by hand), with
+artifacts beside it. Everything is written through ``MlflowClient`` with explicit run ids, so nothing
+depends on MLflow's global "active run" state.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import multiprocessing
+import os
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from pruning_bench.errors import BenchError
+
+if TYPE_CHECKING:
+    from pruning_bench.tracking.claims import Claim, ClaimView
+
+PARENT_TAG = "mlflow.parentRunId"
+LOCK_RETRY_SECONDS = 120.0  # how long a write waits for another process's SQLite lock
+
+
+def is_lock_error(err: BaseException) -> bool:
+    """SQLite's "database is locked" / "busy", however MLflow and SQLAlchemy wrap it."""
+    text = str(err).lower()
+    return "database is locked" in text or "database table is locked" in text or "sqlite_busy" in text
+
+
+class RetryingClient:
+    """An ``MlflowClient`` whose calls retry with backoff while another process holds the SQLite lock
+    (several workers writing one embedded store); any other error passes through at once."""
+
+    def __init__(self, client: Any, patience: float = LOCK_RETRY_SECONDS) -> None:
+        self._client, self._patience = client, patience
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            delay, deadline = 0.05, time.monotonic() + self._patience
+            while True:
+                try:
+                    return attr(*args, **kwargs)
+                except Exception as err:
+                    if not is_lock_error(err) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(delay * random.uniform(0.5, 1.5))
+                    delay = min(delay * 2, 2.0)
+        return call
+
+
+def default_tracking_uri(results_dir: str | Path) -> str:
+    """``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else ``sqlite:///<results>/mlflow.db``."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    return f"sqlite:///{Path(results_dir).resolve() / 'mlflow.db'}"
+
+
+SERVER_PATIENCE_SECONDS = 10.0  # how long `bench run` / `bench report` wait for a tracking server to answer
+
+
+def check_server(uri: str, patience: float = SERVER_PATIENCE_SECONDS) -> None:
+    """For an ``http(s)://`` tracking URI, wait up to ``patience`` seconds for its ``/health`` to answer;
+    one that does not is a BenchError naming the URI and how to start a server (MLflow's own client
+    would retry for minutes without a word). Other URIs (a local SQLite store) are not checked."""
+    import urllib.error
+    import urllib.request
+
+    if not uri.startswith(("http://", "https://")):
+        return
+    deadline = time.monotonic() + patience
+    reason = ""
+    while True:
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=min(5.0, patience)) as response:
+                if response.status == 200:
+                    return
+                reason = f"HTTP {response.status}"
+        except urllib.error.HTTPError as err:
+            reason = f"HTTP {err.code}"
+        except (urllib.error.URLError, OSError) as err:
+            reason = str(getattr(err, "reason", err))
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
+    raise BenchError(f"the tracking server {uri} does not answer ({reason}) after {patience:g} s; start one "
+                     "with `bench server --host 0.0.0.0 --port PORT` on the machine it names, or check "
+                     "--tracking-uri / MLFLOW_TRACKING_URI")
+
+
+@contextmanager
+def tracking_uri_scope(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API (``mlflow.search_runs``) at ``uri`` for a block.
+
+    ``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI`` into the environment; that is undone
+    on exit so a later default (which honours the user's variable) is not silently redirected.
+    """
+    import mlflow
+
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
+
+
+def _quiet_mlflow() -> None:
+    for name in ("alembic", "mlflow", "mlflow.store.db.utils", "mlflow.tracking"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def flatten(prefix: str, value: Any) -> dict[str, str]:
+    """``{"a": {"b": 1}}`` -> ``{"prefix.a.b": "1"}`` (MLflow params are flat strings)."""
+    if isinstance(value, Mapping):
+        out: dict[str, str] = {}
+        for k, v in value.items():
+            out.update(flatten(f"{prefix}.{k}" if prefix else str(k), v))
+        return out
+    return {prefix: str(value)[:6000]}
+
+
+@functools.cache
+def git_commit() -> str:
+    """The harness's git commit (with ``-dirty`` when the checkout has changes), or ``unknown``."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here, capture_output=True,
+                             text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def is_local_uri(uri: str) -> bool:
+    """A store or artifact location on this machine's disk (``sqlite:``, ``file:``, a plain path), not a server."""
+    scheme = urlparse(uri).scheme
+    return scheme in ("", "file", "sqlite") or len(scheme) == 1  # len 1: a Windows drive letter
+
+
+def artifact_location(tracking_uri: str, experiment: str, artifact_root: Path | None) -> str | None:
+    """Where a new experiment keeps its artifacts: beside a local store; with a server, ``None`` (the
+    server's root: ``bench server`` proxies them, so they never land on a client's disk)."""
+    if artifact_root is None or not is_local_uri(tracking_uri):
+        return None
+    return (artifact_root / experiment).resolve().as_uri()
+
+
+_warned: set[tuple[str, str]] = set()
+
+
+def warn_local_artifacts(tracking_uri: str, experiment: Any) -> None:
+    """One stderr line (once per process, not in worker processes) when an experiment on a server keeps
+    its artifacts at a local path, i.e. on the disk of whichever client logs them."""
+    location = experiment.artifact_location or ""
+    key = (tracking_uri, experiment.experiment_id)
+    if (is_local_uri(tracking_uri) or not is_local_uri(location) or key in _warned
+            or multiprocessing.parent_process() is not None):
+        return
+    _warned.add(key)
+    print(f"warning: experiment '{experiment.name}' in {tracking_uri} keeps its artifacts at {location} (it was "
+          "created by a local client), so each machine writes them to its own disk; to have the server store "
+          "them, start `bench server` with a new --results-dir or use a suite with another name",
+          file=sys.stderr)
+
+
+class Tracker:
+    """Writes sweeps and trials of one suite into an MLflow tracking store."""
+
+    def __init__(self, tracking_uri: str, experiment: str, artifact_root: Path | None = None) -> None:
+        _quiet_mlflow()
+        from mlflow.tracking import MlflowClient
+
+        self.uri = tracking_uri
+        with store_lock(tracking_uri):  # two processes must not create one store or experiment at once
+            self.client = RetryingClient(MlflowClient(tracking_uri=tracking_uri))
+            try:
+                found = self.client.get_experiment_by_name(experiment)
+            except Exception as err:  # a wrong URI must be one clear line, not a traceback
+                raise BenchError(f"cannot open the MLflow tracking store '{tracking_uri}': {err}") from None
+            if found is None:
+                location = artifact_location(tracking_uri, experiment, artifact_root)
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+        if found is not None:
+            warn_local_artifacts(tracking_uri, found)
+            self.experiment_id = found.experiment_id
+
+    def finished_keys(self) -> set[str]:
+        """Trial keys that already have a FINISHED run in this experiment."""
+        return set(self.finished_runs())
+
+    def finished_runs(self) -> dict[str, list[tuple[str, dict[str, str]]]]:
+        """Per trial key with FINISHED runs: (run id, tags) of each."""
+        runs: dict[str, list[tuple[str, dict[str, str]]]] = {}
+        token = None
+        while True:
+            page = self.client.search_runs([self.experiment_id], "attributes.status = 'FINISHED'",
+                                           max_results=1000, page_token=token)
+            for r in page:
+                if "trial_key" in r.data.tags:
+                    runs.setdefault(r.data.tags["trial_key"], []).append((r.info.run_id, dict(r.data.tags)))
+            token = page.token
+            if not token:
+                return runs
+
+    def add_levels(self, finished: dict[str, list[tuple[str, dict[str, str]]]],
+                   wanted: dict[str, tuple[str, ...]]) -> int:
+        """Tag finished runs with the budget levels a new plan reuses them for (a 2x trial that is also
+        this plan's ``fit``); returns how many runs were re-tagged. Older runs without the tag stand for
+        their multiple (the report's reading), so it is kept."""
+        changed = 0
+        for key, levels in wanted.items():
+            for run_id, tags in finished.get(key, ()):
+                have = [t for t in tags.get("budget_level", "").split(",") if t]
+                union = sorted({*have, *levels})
+                if union != sorted(have) and have:
+                    self.client.set_tag(run_id, "budget_level", ",".join(union))
+                    changed += 1
+        return changed
+
+    @contextmanager
+    def run(self, name: str, *, tags: Mapping[str, str] | None = None, params: Mapping[str, str] | None = None,
+            parent_id: str | None = None) -> Iterator[str]:
+        """A run that ends FINISHED, FAILED on an error, or KILLED on Ctrl-C. It carries its owner's
+        identity and heartbeat tags, so a crash leaves a run that the next sweep sees is stale."""
+        from pruning_bench.tracking.claims import owner_tags
+
+        all_tags = {"mlflow.runName": name, **(tags or {}), **owner_tags()}
+        if parent_id:
+            all_tags[PARENT_TAG] = parent_id
+        run_id = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags).info.run_id
+        if params:
+            self.log_params(run_id, params)
+        with self.running(run_id):
+            yield run_id
+
+    @contextmanager
+    def running(self, run_id: str) -> Iterator[str]:
+        """End ``run_id`` FINISHED when the block ends, FAILED on an error, KILLED on Ctrl-C."""
+        try:
+            yield run_id
+        except KeyboardInterrupt:
+            self.client.set_terminated(run_id, "KILLED")
+            raise
+        except BaseException:
+            self.client.set_terminated(run_id, "FAILED")
+            raise
+        self.client.set_terminated(run_id, "FINISHED")
+
+    # ---- claims (pruning_bench.tracking.claims) ------------------------------------------------------------------
+    def runs_with_key(self, key: str) -> list[ClaimView]:
+        """The active (not deleted) runs of a trial key in this experiment."""
+        from pruning_bench.tracking.claims import ClaimView
+
+        return [ClaimView.of(r) for r in self.client.search_runs(
+            [self.experiment_id], f"tags.trial_key = '{key}'", max_results=1000)]
+
+    def claim_run(self, name: str, key: str, *, tags: Mapping[str, str], parent_id: str | None,
+                  rerun: bool = False) -> Claim:
+        """Claim ``key`` with a RUNNING run named ``name`` (see :mod:`pruning_bench.tracking.claims`)."""
+        from pruning_bench.tracking.claims import claim, owner_tags
+
+        def create() -> str:
+            all_tags = {"mlflow.runName": name, **tags, "trial_key": key, **owner_tags()}
+            if parent_id:
+                all_tags[PARENT_TAG] = parent_id
+            return self.client.create_run(self.experiment_id, run_name=name, tags=all_tags).info.run_id
+
+        return claim(lambda: self.runs_with_key(key), create, self.client.delete_run, self.mark_stale,
+                     rerun=rerun)
+
+    def mark_stale(self, view: ClaimView, reason: str) -> None:
+        """End a dead owner's RUNNING run FAILED, saying why."""
+        self.client.set_tag(view.run_id, "outcome", "failed")
+        self.client.set_tag(view.run_id, "outcome_detail", f"stale claim: {reason}")
+        self.client.set_terminated(view.run_id, "FAILED")
+
+    def reap_stale(self) -> list[tuple[str, str]]:
+        """Mark every RUNNING run of this experiment whose owner is gone FAILED (trials and sweeps);
+        returns (run name, reason) of each."""
+        from pruning_bench.tracking.claims import ClaimView, stale_reason
+
+        reaped = []
+        for run in self.client.search_runs([self.experiment_id], "attributes.status = 'RUNNING'",
+                                           max_results=10_000):
+            view = ClaimView.of(run)
+            reason = stale_reason(view)
+            if reason is not None:
+                self.mark_stale(view, reason)
+                reaped.append((view.tags.get("mlflow.runName", view.run_id), reason))
+        return reaped
+
+    def log_params(self, run_id: str, params: Mapping[str, str]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[i:i + 100])
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        for i in range(0, len(items), 500):
+            self.client.log_batch(run_id, metrics=items[i:i + 500])
+
+    def log_series(self, run_id: str, key: str, points: list[tuple[int, float]]) -> None:
+        """Many (step, value) points of one metric in one write (e.g. a loss curve)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(key, float(v), now, int(s)) for s, v in points]
+        for i in range(0, len(items), 500):
+            self.client.log_batch(run_id, metrics=items[i:i + 500])
+
+    def log_metric(self, run_id: str, key: str, value: float, step: int | None = None) -> None:
+        self.client.log_metric(run_id, key, value, step=step or 0)
+
+    def set_tag(self, run_id: str, key: str, value: str) -> None:
+        self.client.set_tag(run_id, key, value)
+
+    def log_artifact(self, run_id: str, path: Path) -> None:
+        self.client.log_artifact(run_id, str(path))
+
+
+def store_has_experiment(uri: str, experiment: str) -> bool:
+    """Whether ``uri`` holds ``experiment``, without creating the store or the experiment (a local SQLite
+    file that does not exist yet holds nothing)."""
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return False
+    _quiet_mlflow()
+    from mlflow.tracking import MlflowClient
+
+    try:
+        with store_lock(uri):
+            return RetryingClient(MlflowClient(tracking_uri=uri)).get_experiment_by_name(experiment) is not None
+    except Exception as err:  # a wrong URI must be one clear line, not a traceback
+        raise BenchError(f"cannot open the MLflow tracking store '{uri}': {err}") from None
+
+
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """An exclusive lock on a local SQLite store's creation (MLflow migrates a new database's schema on
+    first open; two processes doing it at once fail); other stores need none."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    path = Path(uri.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
