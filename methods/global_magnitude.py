@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pruning_bench.core.context import Context
 from pruning_bench.core.method import Method
 from pruning_bench.core.training import StepState, TrainCallback
+from pruning_bench.pruning.one_shot import train_prune_finetune
 
 
 @dataclass(frozen=True)
@@ -95,14 +96,13 @@ class GlobalMagnitude(Method):
             total = ctx.affordable_steps(sparsity_at=lambda T: self._schedule(ctx, T).sparsity_at)
             ctx.train(steps=total, callbacks=[self._schedule(ctx, total)], desc="gradual")
             return
-        dense = ctx.steps_for_fraction(1 - p.finetune_fraction if ctx.budget.enforced else 1.0)
-        ctx.train(steps=dense, desc="dense")
-        ctx.log("dense_val_acc", ctx.evaluate("val").acc)
-        ctx.masks.prune_magnitude(ctx.target_sparsity, among_active=False)
-        ctx.log("pruned_val_acc", ctx.evaluate("val").acc)
-        finetune = ctx.remaining_steps(start_step=dense) if ctx.budget.enforced else \
-            ctx.steps_for_fraction(p.finetune_fraction, start_step=dense)
-        ctx.train(steps=finetune, data_start=dense, desc="finetune")  # new batches: the stream continues
+
+        def prune() -> None:
+            ctx.log("dense_val_acc", ctx.evaluate("val").acc)
+            ctx.masks.prune_magnitude(ctx.target_sparsity, among_active=False)
+            ctx.log("pruned_val_acc", ctx.evaluate("val").acc)
+
+        train_prune_finetune(ctx, prune, finetune_fraction=p.finetune_fraction)
 
     def _schedule(self, ctx: Context, total: int) -> GradualPruning:
         p: GlobalMagnitudeParams = self.params

@@ -36,6 +36,7 @@ from pruning_bench.core.context import Context
 from pruning_bench.core.masks import MaskSet
 from pruning_bench.core.method import Method
 from pruning_bench.core.training import StepState, TrainCallback
+from pruning_bench.pruning.one_shot import train_prune_finetune
 
 
 @dataclass(frozen=True)
@@ -122,10 +123,9 @@ class NMSparsity(Method):
             ctx.train(steps=total, callbacks=[cb], desc="nm gradual")
             prune_nm(ctx.masks, p.n, p.m)  # a no-op after the last stage; a run cut short still ends at N:M
             return
-        steps = ctx.steps_for_fraction(1 - p.finetune_fraction if ctx.budget.enforced else 1.0)
-        ctx.train(steps=steps, desc="dense")
-        prune_nm(ctx.masks, p.n, p.m)
-        ctx.log("pruned_val_acc", ctx.evaluate("val").acc)
-        finetune = ctx.remaining_steps(start_step=steps) if ctx.budget.enforced else \
-            ctx.steps_for_fraction(p.finetune_fraction, start_step=steps)
-        ctx.train(steps=finetune, data_start=steps, desc="nm finetune")
+
+        def prune() -> None:
+            prune_nm(ctx.masks, p.n, p.m)
+            ctx.log("pruned_val_acc", ctx.evaluate("val").acc)
+
+        train_prune_finetune(ctx, prune, finetune_fraction=p.finetune_fraction, names=("dense", "nm finetune"))

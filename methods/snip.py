@@ -77,5 +77,4 @@ class Snip(Method):
         scores = snip_scores(ctx.model, ctx.masks, batches, bn_eval=p.bn_eval)
         ctx.masks.prune_to_global(scores, ctx.target_sparsity, among_active=False)
         ctx.log("pruned_sparsity", ctx.masks.sparsity())
-        steps = ctx.remaining_steps() if ctx.budget.enforced else ctx.budget_steps
-        ctx.train(steps=steps, desc="snip")
+        ctx.train(steps=ctx.run_steps(), desc="snip")

@@ -210,6 +210,17 @@ class Context:
         return self.budget.epochs
 
     @property
+    def spends_budget(self) -> bool:
+        """True under the ``equal`` policy (the budget is a limit a method's phases share); False under
+        ``native`` (each method runs its paper's schedule and the meter only records)."""
+        return self.budget.enforced
+
+    def run_steps(self) -> int:
+        """Steps of the one training run a method makes after its set-up (scoring, pruning at init): what
+        is left of the budget under ``equal``; a whole run of the budget under ``native``."""
+        return self.remaining_steps() if self.budget.enforced else self.budget_steps
+
+    @property
     def budget_steps(self) -> int:
         """Steps one whole budget pays for from step 0 at the current model's price (one run)."""
         return self.affordable_steps(self.budget.limit)
