@@ -27,10 +27,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
+from pruning_bench.core.units import FORWARD_PASS_SHARE, TRAIN_FLOPS_PER_FORWARD, UNITS, Unit
+
 POLICIES = ("equal", "native")
-UNITS = ("epochs", "flops", "seconds")
-TRAIN_FLOPS_PER_FORWARD = 3.0  # forward + backward (= 2 x forward), RigL App. H
-FORWARD_PASS_SHARE = 1.0 / TRAIN_FLOPS_PER_FORWARD  # a forward-only sample pass, in training passes
+__all__ = ["FORWARD_PASS_SHARE", "POLICIES", "TRAIN_FLOPS_PER_FORWARD", "UNITS", "BudgetExceeded", "BudgetMeter",
+           "Charge", "DoesNotFit"]
 
 
 class BudgetExceeded(RuntimeError):
@@ -84,35 +85,38 @@ class BudgetMeter:
             raise ValueError(f"unknown budget policy '{self.policy}'; valid: {', '.join(POLICIES)}")
         if self.unit not in UNITS:
             raise ValueError(f"unknown budget unit '{self.unit}'; valid: {', '.join(UNITS)}")
-        if self.unit == "seconds" and not self.seconds_limit:
-            raise ValueError("the 'seconds' budget unit needs seconds_limit > 0")
-        if self.unit == "epochs":
-            self.epoch_cost = float(self.samples_per_epoch)
+        if self.kind.clocked and not self.seconds_limit:
+            raise ValueError(f"the '{self.unit}' budget unit needs seconds_limit > 0")
+        if self.epoch_cost is None:
+            self.epoch_cost = self.kind.epoch_cost(self.samples_per_epoch)
         self._started = time.perf_counter()
         self._paused_at: float | None = None
         self._paused_total = 0.0
 
     # ---- the limit, in the unit ----------------------------------------------------------------------
+    @property
+    def kind(self) -> Unit:
+        """The unit's rules (:mod:`pruning_bench.core.units`); ``unit`` is its name, as recorded."""
+        return UNITS[self.unit]
+
     def bind_dense_flops(self, forward_flops: float) -> None:
         """``flops`` unit: one dense epoch costs 3 x the dense forward FLOPs x the training-set size."""
-        if self.unit == "flops" and self.epoch_cost is None:
-            self.epoch_cost = TRAIN_FLOPS_PER_FORWARD * forward_flops * self.samples_per_epoch
+        if self.epoch_cost is None:
+            self.epoch_cost = self.kind.epoch_cost(self.samples_per_epoch, dense_forward_flops=forward_flops)
 
     def bind_epoch_seconds(self, seconds_per_sample: float) -> None:
         """``seconds`` unit: the measured cost of a dense epoch (to express the budget in epochs)."""
-        if self.unit == "seconds" and self.epoch_cost is None:
-            self.epoch_cost = seconds_per_sample * self.samples_per_epoch
+        if self.epoch_cost is None:
+            self.epoch_cost = self.kind.epoch_cost(self.samples_per_epoch, seconds_per_sample=seconds_per_sample)
 
     @property
     def limit(self) -> float:
         """The budget in the unit: sample passes, FLOPs or seconds (NaN until the unit is bound)."""
-        if self.unit == "seconds":
-            return float(self.seconds_limit)
-        return self.epochs * self.epoch_cost if self.epoch_cost is not None else math.nan
+        return self.kind.limit(self)
 
     @property
     def used(self) -> float:
-        return {"epochs": self.samples, "flops": self.flops, "seconds": self.seconds()}[self.unit]
+        return self.kind.used(self)
 
     @property
     def remaining(self) -> float:
@@ -121,9 +125,7 @@ class BudgetMeter:
     @property
     def budget_epochs(self) -> float:
         """The budget in dense-equivalent epochs of the training set (what the trial was given)."""
-        if self.unit != "seconds":
-            return self.epochs
-        return self.limit / self.epoch_cost if self.epoch_cost else math.nan
+        return self.kind.budget_epochs(self)
 
     def to_epochs(self, amount: float) -> float:
         """An amount in the unit, as dense-equivalent epochs."""
@@ -136,7 +138,7 @@ class BudgetMeter:
     @property
     def stops_at_limit(self) -> bool:
         """Whether the training loop ends a run at the limit (instead of the meter raising)."""
-        return self.enforced and self.unit != "epochs"
+        return self.enforced and self.kind.loop_stops_at_limit
 
     # legacy names used across the harness and tests
     @property
@@ -184,24 +186,18 @@ class BudgetMeter:
     # ---- charging ------------------------------------------------------------------------------------
     def cost(self, samples: float, flops: float, *, forward_only: bool = False) -> float:
         """What a charge costs in the unit (0 for ``seconds``: the clock counts it)."""
-        if self.unit == "epochs":
-            return samples * (FORWARD_PASS_SHARE if forward_only else 1.0)
-        return flops if self.unit == "flops" else 0.0
+        return self.kind.charge(samples, flops, forward_only)
 
     def fits(self, cost: float, seconds: float = 0.0) -> bool:
         """Whether a pass costing ``cost`` (or taking about ``seconds``) stays within the limit."""
-        if not self.enforced:
-            return True
-        if self.unit == "seconds":
-            return self.seconds() + seconds <= self.limit
-        return self.used + cost <= self.limit * (1 + 1e-12)
+        return not self.enforced or self.kind.fits(self, cost, seconds)
 
     def charge(self, samples: float, flops: float = 0.0, label: str = "train", *,
                forward_only: bool = False) -> None:
         """Record ``samples`` sample passes costing ``flops``; refuse to overspend under ``equal``
         (``epochs`` and ``flops`` units; ``seconds`` is enforced by the training loop)."""
         cost = self.cost(samples, flops, forward_only=forward_only)
-        if self.enforced and self.unit != "seconds" and not self.fits(cost):
+        if self.enforced and self.kind.meter_enforces and not self.fits(cost):
             raise BudgetExceeded(
                 f"budget exceeded under the 'equal' policy: {self._fmt(self.used + cost)} asked for, "
                 f"{self._fmt(self.limit)} allowed ({self.epochs:g} epochs x {self.samples_per_epoch} samples)")
@@ -214,8 +210,7 @@ class BudgetMeter:
         entry.passes += 1
 
     def _fmt(self, amount: float) -> str:
-        unit = {"epochs": "sample passes", "flops": "FLOPs", "seconds": "s"}[self.unit]
-        return f"{amount:.6g} {unit}"
+        return f"{amount:.6g} {self.kind.amount}"
 
     # ---- checkpoints ---------------------------------------------------------------------------------
     def state_dict(self) -> dict:

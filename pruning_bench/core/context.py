@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pruning_bench.core.budget import FORWARD_PASS_SHARE, TRAIN_FLOPS_PER_FORWARD, BudgetMeter
+from pruning_bench.core.budget import TRAIN_FLOPS_PER_FORWARD, BudgetMeter
 from pruning_bench.core.flops import FlopProfile, profile_flops
 from pruning_bench.core.masks import MaskSet, global_topk
 from pruning_bench.core.recipe import MIN_ROUND_SHARE, Recipe
@@ -140,23 +140,13 @@ class Context:
     # ---- prices in the budget's unit ----------------------------------------------------------------
     def train_cost_per_sample(self, sparsity: float | None = None) -> float:
         """One sample's training pass in the budget's unit (now, or at an estimated ``sparsity``)."""
-        unit = self.budget.unit
-        if unit == "epochs":
-            return 1.0
-        if unit == "flops":
-            return TRAIN_FLOPS_PER_FORWARD * self.forward_flops(sparsity)
-        return self._measured_seconds()[0]
+        return self.budget.kind.train_price(self, sparsity)
 
     def forward_cost_per_sample(self, sparsity: float | None = None) -> float:
         """One sample's forward-only pass (BN recalibration) in the budget's unit."""
-        unit = self.budget.unit
-        if unit == "epochs":
-            return FORWARD_PASS_SHARE
-        if unit == "flops":
-            return self.forward_flops(sparsity)
-        return self._measured_seconds()[1]
+        return self.budget.kind.forward_price(self, sparsity)
 
-    def _measured_seconds(self) -> tuple[float, float]:
+    def measured_seconds(self) -> tuple[float, float]:
         """Seconds per sample of a training pass and of a forward pass of the current model, measured
         once per model on a copy ("time the first steps, then convert"); the time counts on the clock."""
         if self._seconds_per_sample is None:
@@ -252,7 +242,7 @@ class Context:
         if not amount > 0:
             return 0
         plain = self.trainer.steps_for_samples(math.floor(amount / self.train_cost_per_sample() + 1e-9), start_step)
-        if self.budget.unit != "flops" or (callbacks_for is None and sparsity_at is None):
+        if not self.budget.kind.mask_priced or (callbacks_for is None and sparsity_at is None):
             return plain
         hi = plain
         if sparsity_at is not None:  # the mask thins while training: at most the target's price per step
@@ -294,8 +284,8 @@ class Context:
         if (epochs is None) == (steps is None):
             raise ValueError("give exactly one of epochs or steps")
         n = steps if steps is not None else self.epochs_to_steps(epochs)
-        if self.budget.unit == "seconds":
-            self._measured_seconds()  # the loop's first step-time estimate
+        if self.budget.kind.clocked:
+            self.measured_seconds()  # the loop's first step-time estimate
         call = self.checkpoints.begin_call({
             "steps": n, "start_step": start_step, "schedule_steps": schedule_steps, "data_seed": data_seed,
             "data_start": data_start, "label": label, "callbacks": [type(cb).__name__ for cb in callbacks]})

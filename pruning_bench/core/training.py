@@ -316,7 +316,7 @@ class Trainer:
         epoch_start = 0  # index into losses where the current epoch began
         data_offset = (start_step if data_start is None else data_start) - start_step
         step_seconds = self.seconds_per_sample * self.recipe.batch_size  # the seconds unit's estimate
-        shares = list(REFIT_SHARES) if self.meter.stops_at_limit and self.meter.unit == "seconds" and \
+        shares = list(REFIT_SHARES) if self.meter.stops_at_limit and self.meter.kind.clocked and \
             step_seconds > 0 else []
         refit_at = _next_refit(steps, 0, shares)
         allotment, clock_start = steps * step_seconds, self.meter.seconds()  # seconds this run was planned to take
@@ -414,7 +414,7 @@ class Trainer:
             losses.append(loss.detach())
             for cb in callbacks:
                 cb.on_step_end(state)
-            if self.meter.unit == "seconds":  # the next step's time, for stopping at the limit
+            if self.meter.kind.clocked:  # the next step's time, for stopping at the limit
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
                 took = time.perf_counter() - step_start

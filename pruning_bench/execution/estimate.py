@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from pruning_bench.core.method import Method
 from pruning_bench.core.steps import PlanSetting, StepCounts
+from pruning_bench.core.units import UNITS
 from pruning_bench.plan.fit import FIT, has_minimum, training_counts
 from pruning_bench.plan.suite import Suite
 from pruning_bench.plan.trial import Trial
@@ -44,7 +45,7 @@ def price_plan(suite: Suite, plan: Sequence[Trial], method_for: Callable[[Trial]
                 minimum[at] = method.min_budget_epochs(setting) / suite.budget.epochs
         needs = minimum[at]
         epochs = trial.budget_epochs
-        if needs is not None and trial.budget_policy == "equal" and trial.budget_unit == "epochs" \
+        if needs is not None and trial.budget_policy == "equal" and UNITS[trial.budget_unit].exact_minimum \
                 and needs * suite.budget.epochs > trial.budget_epochs * (1 + 1e-9):
             epochs = 0.0
         elif needs is not None and trial.budget_policy == "native":

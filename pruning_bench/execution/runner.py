@@ -31,6 +31,7 @@ from pruning_bench.core.latency import BATCH_SIZE as LATENCY_BATCH_SIZE
 from pruning_bench.core.latency import measure_latency, semi_structured_latency
 from pruning_bench.core.method import Method
 from pruning_bench.core.resume import DEFAULT_EVERY_SECONDS, CheckpointMismatch, TrialCheckpoints
+from pruning_bench.core.units import UNITS
 from pruning_bench.data import load_dataset
 from pruning_bench.errors import BenchError
 from pruning_bench.execution.code_identity import harness_hash, plugin_code
@@ -83,7 +84,7 @@ class TrialResult:
 def make_meter(trial: Trial, n_train: int) -> BudgetMeter:
     """The trial's budget meter: its policy and unit, the suite's base run times the trial's multiple."""
     budget = trial.suite.budget
-    seconds = budget.seconds * trial.budget_multiple if trial.budget_unit == "seconds" else None
+    seconds = budget.seconds * trial.budget_multiple if UNITS[trial.budget_unit].clocked else None
     return BudgetMeter(trial.budget_policy, trial.budget_epochs, n_train, unit=trial.budget_unit,
                        seconds_limit=seconds, max_seconds=budget.max_seconds)
 

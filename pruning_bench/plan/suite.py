@@ -182,7 +182,7 @@ def validate_suite(suite: Suite, where: str) -> None:
         parse_level(m, f"{where}: key 'budget.multiples'")
     if suite.budget.seconds is not None and suite.budget.seconds <= 0:
         raise BenchError(f"{where}: key 'budget.seconds' must be > 0, got {suite.budget.seconds}")
-    if suite.budget.unit == "seconds" and suite.budget.seconds is None:
+    if UNITS[suite.budget.unit].clocked and suite.budget.seconds is None:
         raise BenchError(f"{where}: key 'budget.unit' is 'seconds' but 'budget.seconds' (the base run in "
                          "seconds) is not set")
     if suite.budget.min_round_epochs is not None and suite.budget.min_round_epochs <= 0:

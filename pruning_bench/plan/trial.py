@@ -18,6 +18,7 @@ from typing import Any
 from pruning_bench import RESULT_VERSION
 from pruning_bench.core.method import Method
 from pruning_bench.core.steps import StepCounts
+from pruning_bench.core.units import unit_suffix
 from pruning_bench.plan.fit import FIT, fit_multiples, level_name, needs_counts, training_counts
 from pruning_bench.plan.suite import Suite
 
@@ -73,9 +74,9 @@ class Trial:
 
     def label(self) -> str:
         name = f"{self.method}[{self.variant}]" if self.variant else self.method
-        unit = "" if self.budget_unit == "epochs" else f" {self.budget_unit}"
         fit = "fit=" if FIT in self.budget_levels else ""
-        return f"{name} s={self.target_sparsity:g} seed={self.seed} {fit}{self.budget_multiple:g}x{unit}"
+        return f"{name} s={self.target_sparsity:g} seed={self.seed} {fit}{self.budget_multiple:g}x" + \
+            unit_suffix(self.budget_unit)
 
 
 def suite_defaults(params: Any, overrides: Mapping[str, Any] | None) -> Any:

@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pruning_bench.core.budget import FORWARD_PASS_SHARE, DoesNotFit
+from pruning_bench.core.budget import FORWARD_PASS_SHARE, TRAIN_FLOPS_PER_FORWARD, DoesNotFit
 from pruning_bench.core.context import Context
 from pruning_bench.core.steps import PlanSetting, StepCounts
 
@@ -237,9 +237,9 @@ def final_round_steps(ctx: Context, plan: RoundPlan) -> int:
     if not ctx.budget.stops_at_limit:
         return plan.round_steps
     r, k = plan.rounds, plan.rewind_step
-    if ctx.budget.unit == "seconds" and ctx.budget.samples > 0:
+    if ctx.budget.kind.clocked and ctx.budget.samples > 0:
         per_sample = ctx.budget.seconds() / ctx.budget.samples  # measured, all overheads included
-        forward = plan.forward_at(r) * per_sample / 3
+        forward = plan.forward_at(r) * per_sample / TRAIN_FLOPS_PER_FORWARD  # a forward pass of a step
     else:
         per_sample = ctx.train_cost_per_sample()
         forward = plan.forward_at(r) * ctx.forward_cost_per_sample()

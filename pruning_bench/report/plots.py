@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
+from pruning_bench.core.units import unit_suffix
 from pruning_bench.report.cells import level_cells, levels, pct  # noqa: E402
 from pruning_bench.report.stats import si_split  # noqa: E402
 
@@ -171,7 +172,7 @@ def write_plots(cells: pd.DataFrame, out: Path, *, metric: str, label: str, scal
         policy, unit, name = level
         here = level_cells(cells, level)
         tag = f"_{policy}_{unit}_{name}" if len(all_levels) > 1 else ""
-        where = f" ({policy}, {name}{'' if unit == 'epochs' else ' ' + unit})" if len(all_levels) > 1 else ""
+        where = f" ({policy}, {name}{unit_suffix(unit)})" if len(all_levels) > 1 else ""
         paths = [out / f"{metric}_vs_sparsity{tag}.png", out / f"{metric}_vs_train_flops{tag}.png",
                  out / f"{metric}_vs_inference_flops{tag}.png"]
         plot_vs_sparsity(here, paths[0], label=label, scale=scale, title=where, styles=styles)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pruning_bench.core.units import UNITS, unit_suffix
 from pruning_bench.report.cells import level_cells, levels, pct, scale_of, shown_cells
 from pruning_bench.report.data import FIT_LEVEL, level_order
 from pruning_bench.report.findings import column_resolution, findings
@@ -150,10 +151,8 @@ def level_title(cells: pd.DataFrame, level: tuple[str, str, str]) -> str:
     low, high = (epochs.min(), epochs.max()) if len(epochs) else (math.nan, math.nan)
     size = "?" if not len(epochs) else f"{low:.4g} epochs" if math.isclose(low, high) else \
         f"{low:.4g}-{high:.4g} epochs"
-    if unit == "flops":
-        size = f"FLOPs of {size} dense"
-    elif unit == "seconds":
-        size = f"seconds, about {size} on its device; not comparable across machines"
+    if unit in UNITS:
+        size = UNITS[unit].budget_text(size)
     if name != FIT_LEVEL:
         return f"{policy} budget, {name} ({size})"
     multiples = column_multiples(here)
@@ -181,7 +180,7 @@ def _ordered(cells: pd.DataFrame) -> pd.DataFrame:
 
 def _budget_labels(cells: pd.DataFrame) -> list[str]:
     """'equal 4x', 'equal 1x flops', 'equal fit=7.4x': a cell's budget level in a table column."""
-    return [f"{p} {'fit=' if lv == FIT_LEVEL else ''}{m:g}x" + ("" if u == "epochs" else f" {u}")
+    return [f"{p} {'fit=' if lv == FIT_LEVEL else ''}{m:g}x" + unit_suffix(u)
             for p, u, lv, m in zip(cells["policy"], cells["unit"], cells["level"], cells["budget_multiple"],
                                    strict=True)]
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from pruning_bench.core.units import is_clocked
 from pruning_bench.errors import BenchError
 from pruning_bench.report.cells import (
     COST_METRICS,
@@ -153,7 +154,7 @@ def _warnings(prepared: pd.DataFrame, finished: pd.DataFrame, failed: pd.DataFra
         if versions.nunique() > 1:
             out.append(f"Trials of {method} were computed by {versions.nunique()} versions of its plugin code "
                        f"({', '.join(sorted(versions.unique()))}): rows may mix two implementations.")
-    if (finished["unit"] == "seconds").any():
+    if finished["unit"].map(is_clocked).any():
         out.append("Some budgets are in seconds of wall-clock on the trial's device: those rows are not "
                    "comparable across machines (see the device column of the cost table).")
     _, differing = row_labels(prepared)
