@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from pruning_bench.cli import main, parse_seeds
+from pruning_bench.cli import main
+from pruning_bench.cli.parsing import parse_seeds
 from pruning_bench.errors import BenchError
 from pruning_bench.plan.suite import load_suite
 

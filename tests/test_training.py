@@ -119,9 +119,9 @@ def test_round_checkpoints_keep_the_measured_step_time_and_older_ones_still_load
 
 
 def test_without_a_terminal_progress_is_a_line_per_interval(monkeypatch, capsys):
-    import pruning_bench.core.training as training
+    import pruning_bench.core.loop_state as loop_state
 
-    monkeypatch.setattr(training, "HEARTBEAT_SECONDS", 0.0)
+    monkeypatch.setattr(loop_state, "HEARTBEAT_SECONDS", 0.0)
     ctx = make_context(policy="native", epochs=2)
     ctx.trainer.progress = True  # pytest's stderr is no terminal: the bar is off, lines come instead
     ctx.train(epochs=2, desc="demo")

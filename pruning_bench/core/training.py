@@ -24,10 +24,8 @@ stream instead of replaying the first epochs' batches, while IMP's rounds rewind
 
 from __future__ import annotations
 
-import math
-import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -35,147 +33,23 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from pruning_bench import stopping
 from pruning_bench.core.budget import TRAIN_FLOPS_PER_FORWARD, BudgetExceeded, BudgetMeter
+from pruning_bench.core.callbacks import StepState, TrainCallback
+from pruning_bench.core.evaluation import EvalResult, evaluate, recalibrate_bn, uses_channels_last
+from pruning_bench.core.loop_state import LoopState, Progress, SecondsPacer
 from pruning_bench.core.masks import MaskSet
 from pruning_bench.core.recipe import Recipe
+from pruning_bench.core.schedule import LRSchedule, make_optimizer
 from pruning_bench.core.steps import StepCounts
-from pruning_bench.data import BatchStream, DataBundle, iterate_batches
+from pruning_bench.data import BatchStream, DataBundle
 
 if TYPE_CHECKING:
     from pruning_bench.core.resume import CallCheckpoint
 
-HEARTBEAT_SECONDS = 30.0  # without a terminal, a progress line at most this often (long GPU trials)
-REFIT_SHARES, REFIT_MIN_STEPS = (0.1, 0.5, 0.8), 10  # seconds unit: re-plan at these shares of the length
-
-
-def uses_channels_last(device: torch.device, input_shape: tuple[int, ...]) -> bool:
-    """channels_last for image models on CUDA only (measured slower or neutral elsewhere)."""
-    return device.type == "cuda" and len(input_shape) == 3
-
-
-class LRSchedule:
-    """Learning-rate factor as a function of the step, for a run of ``total_steps`` steps.
-
-    ``cosine``: 0.5 (1 + cos(pi t / T)); ``step``: x ``gamma`` at each milestone (fractions of T);
-    ``constant``. An optional linear warm-up from 0 over ``warmup_steps`` multiplies the factor.
-    """
-
-    def __init__(self, recipe: Recipe, total_steps: int, warmup_steps: int = 0) -> None:
-        self.recipe = recipe
-        self.total_steps = max(total_steps, 1)
-        self.warmup_steps = warmup_steps
-
-    def factor(self, step: int) -> float:
-        t = min(step, self.total_steps)
-        if self.recipe.schedule == "cosine":
-            f = 0.5 * (1.0 + math.cos(math.pi * t / self.total_steps))
-        elif self.recipe.schedule == "step":
-            f = self.recipe.gamma ** sum(t >= round(m * self.total_steps) for m in self.recipe.milestones)
-        else:
-            f = 1.0
-        if self.warmup_steps and step < self.warmup_steps:
-            f *= (step + 1) / self.warmup_steps
-        return f
-
-    def lr(self, step: int) -> float:
-        return self.recipe.lr * self.factor(step)
-
-
-@dataclass
-class StepState:
-    """What callbacks see at each step."""
-
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    masks: MaskSet
-    step: int                 # position in the learning-rate schedule (global step)
-    inputs: torch.Tensor | None = None
-    targets: torch.Tensor | None = None
-    outputs: torch.Tensor | None = None
-    loss: torch.Tensor | None = None
-    epoch: int = 0
-
-
-class TrainCallback:
-    """Hooks into the shared training loop. Override what you need."""
-
-    def on_train_start(self, state: StepState) -> None: ...
-
-    def extra_loss(self, state: StepState) -> torch.Tensor | None:
-        return None
-
-    def after_backward(self, state: StepState) -> None:
-        """Gradients are dense here (before pruned weights' gradients are zeroed)."""
-
-    def skip_optimizer_step(self, state: StepState) -> bool:
-        return False
-
-    def dense_gradient(self, step: int) -> bool:
-        """Whether step ``step`` uses the dense gradient of every prunable weight (RigL's grow step).
-        The loop then charges it 2 x masked + 1 x dense forward FLOPs per sample instead of 3 x masked."""
-        return False
-
-    def on_step_end(self, state: StepState) -> None: ...
-
-    def on_epoch_end(self, state: StepState) -> None:
-        """Called after each completed pass over the training data (``state.epoch`` just finished)."""
-
-    def state_dict(self) -> dict[str, Any]:
-        """What a resumed run needs of this callback (:mod:`pruning_bench.core.resume`). By default its data
-        attributes: numbers, strings, tensors (not parameters: the model's own are restored with it),
-        modules' state, and lists, sets and dicts of these. Override when that is not enough."""
-        return {k: v for k, v in ((k, _state_of(v)) for k, v in vars(self).items()) if v is not _SKIP}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Put back what :meth:`state_dict` returned; tensors are copied in place, so aliases hold."""
-        for key, value in state.items():
-            setattr(self, key, _load_into(getattr(self, key, None), value))
-
-
-_SKIP = object()
-_PLAIN = (bool, int, float, str, bytes, type(None))
-
-
-def _state_of(value: Any) -> Any:
-    """The saveable state of a callback attribute, or ``_SKIP`` (a reference to the model, masks,
-    optimizer, context or a function: restored elsewhere or not state)."""
-    if isinstance(value, _PLAIN):
-        return value
-    if isinstance(value, nn.Parameter):
-        return _SKIP
-    if isinstance(value, torch.Tensor):
-        return value.detach()
-    if isinstance(value, nn.Module):
-        return {"__module_state__": value.state_dict()}
-    if isinstance(value, (list, tuple, set)):
-        items = [_state_of(v) for v in value]
-        return _SKIP if any(v is _SKIP for v in items) else type(value)(items)
-    if isinstance(value, dict):
-        items = {k: _state_of(v) for k, v in value.items()}
-        return _SKIP if any(v is _SKIP for v in items.values()) else items
-    return _SKIP
-
-
-def _load_into(current: Any, saved: Any) -> Any:
-    """``saved`` put into ``current`` in place where both are tensors, modules or containers of them."""
-    if isinstance(saved, dict) and "__module_state__" in saved and isinstance(current, nn.Module):
-        current.load_state_dict(saved["__module_state__"])
-        return current
-    if isinstance(current, torch.Tensor) and isinstance(saved, torch.Tensor) and current.shape == saved.shape:
-        with torch.no_grad():
-            current.copy_(saved)
-        return current
-    if isinstance(current, dict) and isinstance(saved, dict) and current.keys() == saved.keys():
-        for k in saved:
-            current[k] = _load_into(current[k], saved[k])
-        return current
-    if isinstance(current, list) and isinstance(saved, list) and len(current) == len(saved):
-        current[:] = [_load_into(c, v) for c, v in zip(current, saved)]
-        return current
-    return saved
+__all__ = ["EvalResult", "LRSchedule", "StepState", "TrainCallback", "TrainResult", "Trainer", "evaluate",
+           "make_optimizer", "recalibrate_bn", "result_record", "uses_channels_last"]
 
 
 @dataclass
@@ -196,28 +70,19 @@ def result_record(result: TrainResult) -> dict[str, Any]:
                                             "epoch_losses", "stopped_at_limit")}
 
 
-@dataclass(frozen=True)
-class EvalResult:
-    acc: float
-    loss: float
-    top5: float | None
-    n: int
+@dataclass
+class _Run:
+    """One ``Trainer.train`` call's fixed parts: the step state callbacks see, its schedule and stream."""
 
-
-def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:
-    return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
-                           nesterov=recipe.nesterov and recipe.momentum > 0, weight_decay=recipe.weight_decay)
-
-
-def _next_refit(steps: int, done: int, shares: list[float]) -> int | None:
-    """Seconds unit: the step after which a run of (currently) ``steps`` steps next re-plans its length
-    from its own measured step time (the calibration's estimate can be off by tens of percent for
-    millisecond steps): the first remaining share of the current length past ``done``; None: no more."""
-    while shares:
-        at = max(REFIT_MIN_STEPS, math.ceil(shares.pop(0) * steps))
-        if done < at < steps:
-            return at
-    return None
+    state: StepState
+    stream: BatchStream
+    scheduler: Any              # a scheduler_factory's scheduler, or None: the suite's schedule
+    schedule: LRSchedule | None
+    own_schedule: bool          # the schedule ends with the run (stretched when the run is re-planned)
+    start_step: int
+    data_offset: int            # data position minus schedule position
+    callbacks: Sequence[TrainCallback]
+    label: str
 
 
 class Trainer:
@@ -235,6 +100,7 @@ class Trainer:
         self.use_amp = device.type == "cuda"
         self.channels_last = uses_channels_last(device, data.input_shape)
         self._streams: dict[tuple[int, int], BatchStream] = {}
+        self._flops_version, self._fwd_flops = -1, 0.0  # forward FLOPs cached per mask version
 
     def stream(self, data_seed: int | None = None, batch_size: int | None = None) -> BatchStream:
         """The training batches for ``data_seed`` (default: the trial's seed), cached per seed."""
@@ -292,196 +158,142 @@ class Trainer:
         ``checkpoint`` saves the loop's state every few minutes (:mod:`pruning_bench.core.resume`);
         ``resume`` is such a state (already restored: weights, masks, meter, RNG) to continue from.
         """
-        model, masks = self.model, self.masks
-        stream = self.stream(data_seed)
-        optimizer = optimizer or make_optimizer(model, self.recipe)
-        if scheduler_factory is not None:
-            scheduler = scheduler_factory(optimizer)
-        else:
+        run = self._begin(steps, start_step, schedule_steps, data_seed, data_start, callbacks, optimizer,
+                          scheduler_factory, label)
+        loop = LoopState(step=start_step, steps=steps)
+        pacer = SecondsPacer(steps, self.seconds_per_sample * self.recipe.batch_size,
+                             self.meter.stops_at_limit and self.meter.kind.clocked, self.meter.seconds())
+        if resume is not None:
+            loop.restore(resume, run.state, run.scheduler, callbacks, pacer)
+            self._set_length(run, loop.steps)
+        save = None if checkpoint is None else \
+            (lambda final, **extra: self._save(checkpoint, loop, run, pacer, final, extra))
+        progress = Progress(loop.steps, loop.step - start_step, desc, self.progress)
+        t0 = time.perf_counter()
+        while loop.step < start_step + loop.steps:
+            if stopping.requested():  # told to stop (SIGINT / SIGTERM): save here, end as interrupted
+                if save is not None and loop.step > start_step:
+                    save(final=False)
+                raise stopping.StopRequested(f"stopped at step {loop.step} ({label}); the checkpoint resumes it")
+            if save is not None and loop.step > start_step and checkpoint.due():
+                save(final=False)
+            length = pacer.replan(loop.step - start_step, self.meter.seconds)
+            if length is not None:  # seconds unit: re-planned from the steps measured since the last plan
+                loop.steps = progress.bar.total = length
+                self._set_length(run, length)
+            if not self._step(run, loop, pacer, progress):
+                break
+        progress.bar.close()
+        if len(loop.losses) > loop.epoch_start:  # the run ended inside an epoch: its last point covers that part
+            loop.end_epoch(self.meter.epochs_charged)
+        values = loop.loss_values()
+        result = TrainResult(optimizer=run.state.optimizer, end_step=start_step + len(values), steps=len(values),
+                             mean_loss=sum(values) / max(len(values), 1), seconds=time.perf_counter() - t0,
+                             losses=values, epoch_losses=loop.epoch_losses, stopped_at_limit=loop.stopped)
+        if save is not None:  # a phase boundary: a rerun skips this call
+            save(final=True, result=result_record(result))
+        return result
+
+    def _begin(self, steps: int, start_step: int, schedule_steps: int | None, data_seed: int | None,
+               data_start: int | None, callbacks: Sequence[TrainCallback],
+               optimizer: torch.optim.Optimizer | None,
+               scheduler_factory: Callable[[torch.optim.Optimizer], object] | None, label: str) -> _Run:
+        """The optimizer and schedule placed at ``start_step``, the model in training mode, masks applied."""
+        self._flops_version = -1
+        optimizer = optimizer or make_optimizer(self.model, self.recipe)
+        scheduler = scheduler_factory(optimizer) if scheduler_factory is not None else None
+        schedule = None
+        if scheduler is None:
             schedule = self.schedule(schedule_steps or (start_step + steps))
             for group in optimizer.param_groups:
                 group["lr"] = schedule.lr(start_step)
-            scheduler = None
         if self.channels_last:
-            model.to(memory_format=torch.channels_last)
-        model.train()
-        masks.apply()
-        state = StepState(model=model, optimizer=optimizer, masks=masks, step=start_step)
+            self.model.to(memory_format=torch.channels_last)
+        self.model.train()
+        self.masks.apply()
+        state = StepState(model=self.model, optimizer=optimizer, masks=self.masks, step=start_step)
         for cb in callbacks:
             cb.on_train_start(state)
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.use_amp else nullcontext()
-        flops_version, fwd_flops = -1, 0.0
-        losses: list[torch.Tensor] = []
-        epoch_losses: list[tuple[float, float]] = []
-        epoch_start = 0  # index into losses where the current epoch began
-        data_offset = (start_step if data_start is None else data_start) - start_step
-        step_seconds = self.seconds_per_sample * self.recipe.batch_size  # the seconds unit's estimate
-        shares = list(REFIT_SHARES) if self.meter.stops_at_limit and self.meter.kind.clocked and \
-            step_seconds > 0 else []
-        refit_at = _next_refit(steps, 0, shares)
-        allotment, clock_start = steps * step_seconds, self.meter.seconds()  # seconds this run was planned to take
-        segment = (0, clock_start)  # (steps done, clock) where the current measuring segment began
-        own_schedule = scheduler is None and (schedule_steps is None or schedule_steps == start_step + steps)
-        stopped = False
-        step = start_step
-        if resume is not None:  # continue an interrupted run where its checkpoint left it
-            optimizer.load_state_dict(resume["optimizer"])
-            if scheduler is not None and resume["scheduler"] is not None:
-                scheduler.load_state_dict(resume["scheduler"])
-            for cb, cb_state in zip(callbacks, resume["callbacks"]):
-                cb.load_state_dict(cb_state)
-            step, steps, state.epoch = resume["step"], resume["steps"], resume["epoch"]
-            losses = list(resume["losses"].unbind()) if len(resume["losses"]) else []
-            epoch_losses, epoch_start = list(resume["epoch_losses"]), resume["epoch_start"]
-            refit_at, shares, step_seconds = resume["refit_at"], list(resume["shares"]), resume["step_seconds"]
-            allotment, clock_start, segment = resume["allotment"], resume["clock_start"], tuple(resume["segment"])
-            if own_schedule:
-                schedule = self.schedule(start_step + steps)
+        own = scheduler is None and (schedule_steps is None or schedule_steps == start_step + steps)
+        offset = (start_step if data_start is None else data_start) - start_step
+        return _Run(state, self.stream(data_seed), scheduler, schedule, own, start_step, offset, callbacks, label)
 
-        def loop_state(at: int) -> dict[str, Any]:
-            """The loop's position after step ``at - 1``, with everything needed to continue from it."""
-            return {"optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if hasattr(scheduler, "state_dict") else None,
-                    "callbacks": [cb.state_dict() for cb in callbacks], "step": at, "steps": steps,
-                    "epoch": state.epoch, "losses": torch.stack(losses) if losses else torch.empty(0),
-                    "epoch_losses": epoch_losses, "epoch_start": epoch_start, "refit_at": refit_at,
-                    "shares": shares, "step_seconds": step_seconds, "allotment": allotment,
-                    "clock_start": clock_start, "segment": segment, "stopped": stopped}
+    def _set_length(self, run: _Run, steps: int) -> None:
+        """A re-planned (or resumed) run of ``steps`` steps: a schedule that ends with it follows."""
+        if run.own_schedule:
+            run.schedule = self.schedule(run.start_step + steps)
 
-        # per-step constants, hoisted out of the loop (its own overhead is measured in benchmarks/)
-        spe, batch_size = stream.steps_per_epoch, self.recipe.batch_size
-        last_batch = self.batch_size_at(spe - 1)
-        stops_at_limit, wall_clock_cap = self.meter.stops_at_limit, self.meter.max_seconds is not None
-        smoothing = self.recipe.label_smoothing
-        t0 = last_note = time.perf_counter()
-        bar = tqdm(total=steps, initial=step - start_step, desc=desc, leave=False,
-                   disable=None if self.progress else True, unit="step")
-        while step < start_step + steps:
-            if stopping.requested():  # told to stop (SIGINT / SIGTERM): save here, end as interrupted
-                if checkpoint is not None and step > start_step:
-                    with self.meter.paused():
-                        checkpoint.save(loop_state(step), final=False)
-                raise stopping.StopRequested(f"stopped at step {step} ({label}); the checkpoint resumes it")
-            if checkpoint is not None and step > start_step and checkpoint.due():
-                with self.meter.paused():
-                    checkpoint.save(loop_state(step), final=False)
-            done = step - start_step
-            if done == refit_at:  # seconds unit: re-plan the run from the steps measured since the last plan
-                now = self.meter.seconds()
-                per_step = (now - segment[1]) / max(done - segment[0], 1)
-                steps = done + max(0, math.floor((allotment - (now - clock_start)) / max(per_step, 1e-9)))
-                segment, bar.total = (done, now), steps
-                refit_at = _next_refit(steps, done, shares)
-                if own_schedule:
-                    schedule = self.schedule(start_step + steps)
-            state.step = step
-            if masks.version != flops_version:
-                flops_version, fwd_flops = masks.version, self.forward_flops()
-            n = last_batch if (step + data_offset) % spe == spe - 1 else batch_size
-            flops = self.step_flops(n, fwd_flops, bool(callbacks) and any(cb.dense_gradient(step) for cb in callbacks))
-            if stops_at_limit and not self.meter.fits(self.meter.cost(n, flops), step_seconds):
-                self.meter.stops += 1
-                stopped = True
-                break
-            step_start = time.perf_counter()
-            if scheduler is None:
-                lr = schedule.lr(step)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-            x, y = stream.batch(step + data_offset)
-            self.meter.charge(len(y), flops=flops, label=label)
-            if wall_clock_cap:
-                self._check_wall_clock()
-            state.inputs, state.targets = x, y
-            with autocast:
-                out = model(x)
-                loss = F.cross_entropy(out.float(), y, label_smoothing=smoothing)
-            state.outputs, state.loss = out, loss
+    def _save(self, checkpoint: CallCheckpoint, loop: LoopState, run: _Run, pacer: SecondsPacer, final: bool,
+              extra: dict[str, Any]) -> None:
+        with self.meter.paused():
+            checkpoint.save({**loop.checkpoint(run.state, run.scheduler, run.callbacks, pacer), **extra},
+                            final=final)
+
+    def _step(self, run: _Run, loop: LoopState, pacer: SecondsPacer, progress: Progress) -> bool:
+        """One SGD step, charged before it runs; False when it would pass the budget's limit."""
+        step, state, callbacks, meter = loop.step, run.state, run.callbacks, self.meter
+        state.step = step
+        if self.masks.version != self._flops_version:
+            self._flops_version, self._fwd_flops = self.masks.version, self.forward_flops()
+        spe = run.stream.steps_per_epoch
+        n = self.batch_size_at(spe - 1) if (step + run.data_offset) % spe == spe - 1 else self.recipe.batch_size
+        flops = self.step_flops(n, self._fwd_flops, bool(callbacks) and any(cb.dense_gradient(step) for cb in callbacks))
+        if meter.stops_at_limit and not meter.fits(meter.cost(n, flops), pacer.step_seconds):
+            meter.stops += 1
+            loop.stopped = True
+            return False
+        step_start = time.perf_counter()
+        if run.scheduler is None:
+            lr = run.schedule.lr(step)
+            for group in state.optimizer.param_groups:
+                group["lr"] = lr
+        x, y = run.stream.batch(step + run.data_offset)
+        meter.charge(len(y), flops=flops, label=run.label)
+        if meter.max_seconds is not None:
+            self._check_wall_clock()
+        loss = self._forward_backward(state, x, y, callbacks)
+        if run.scheduler is not None:
+            run.scheduler.step()
+        loop.losses.append(loss.detach())
+        for cb in callbacks:
+            cb.on_step_end(state)
+        if meter.kind.clocked:  # the next step's time, for stopping at the limit
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            pacer.observe(time.perf_counter() - step_start, first=step == run.start_step)
+        if (step + run.data_offset + 1) % spe == 0:  # a pass over the data ends
+            state.epoch = (step + run.data_offset + 1) // spe
+            loop.end_epoch(meter.epochs_charged)
+            progress.epoch(state, step + 1 - run.start_step, loop.steps, float(loss.detach()), meter)
             for cb in callbacks:
-                extra = cb.extra_loss(state)
-                if extra is not None:
-                    loss = loss + extra
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            for cb in callbacks:
-                cb.after_backward(state)
-            masks.mask_grads()
-            if not any(cb.skip_optimizer_step(state) for cb in callbacks):
-                optimizer.step()
-                masks.apply()
-            if scheduler is not None:
-                scheduler.step()
-            losses.append(loss.detach())
-            for cb in callbacks:
-                cb.on_step_end(state)
-            if self.meter.kind.clocked:  # the next step's time, for stopping at the limit
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize(self.device)
-                took = time.perf_counter() - step_start
-                step_seconds = took if step == start_step else 0.8 * step_seconds + 0.2 * took
-            if (step + data_offset + 1) % stream.steps_per_epoch == 0:  # a pass over the data ends
-                state.epoch = (step + data_offset + 1) // stream.steps_per_epoch
-                current = float(loss.detach())
-                epoch_losses.append((self.meter.epochs_charged, float(torch.stack(losses[epoch_start:]).mean())))
-                epoch_start = len(losses)
-                if math.isnan(current):
-                    raise FloatingPointError(f"training loss became NaN by step {step} (epoch {state.epoch})")
-                bar.set_postfix(epoch=state.epoch, loss=f"{current:.3f}")
-                if bar.disable and self.progress and time.perf_counter() - last_note > HEARTBEAT_SECONDS:
-                    last_note = time.perf_counter()  # no terminal for a bar: a line now and then instead
-                    print(f"  {desc}: step {step + 1 - start_step}/{steps}, epoch {state.epoch}, "
-                          f"loss {current:.3f}, {self.meter.epochs_charged:.1f} epochs charged",
-                          file=sys.stderr, flush=True)
-                for cb in callbacks:
-                    cb.on_epoch_end(state)
-            bar.update()
-            step += 1
-        bar.close()
-        if len(losses) > epoch_start:  # the run ended inside an epoch: its last point covers that part
-            epoch_losses.append((self.meter.epochs_charged, float(torch.stack(losses[epoch_start:]).mean())))
-        loss_values = torch.stack(losses).float().tolist() if losses else []
-        if any(math.isnan(v) for v in loss_values):
-            raise FloatingPointError(f"training loss became NaN (first at step "
-                                     f"{start_step + next(i for i, v in enumerate(loss_values) if math.isnan(v))})")
-        done = len(loss_values)
-        result = TrainResult(optimizer=optimizer, end_step=start_step + done, steps=done,
-                             mean_loss=sum(loss_values) / max(done, 1),
-                             seconds=time.perf_counter() - t0, losses=loss_values, epoch_losses=epoch_losses,
-                             stopped_at_limit=stopped)
-        if checkpoint is not None:  # a phase boundary: a rerun skips this call
-            with self.meter.paused():
-                checkpoint.save({**loop_state(step), "result": result_record(result)}, final=True)
-        return result
+                cb.on_epoch_end(state)
+        progress.bar.update()
+        loop.step += 1
+        return True
+
+    def _forward_backward(self, state: StepState, x: torch.Tensor, y: torch.Tensor,
+                          callbacks: Sequence[TrainCallback]) -> torch.Tensor:
+        """Loss (with the callbacks' extra terms), backward, pruned gradients zeroed, step, masks re-applied."""
+        state.inputs, state.targets = x, y
+        with torch.autocast("cuda", dtype=torch.bfloat16) if self.use_amp else nullcontext():
+            out = self.model(x)
+            loss = F.cross_entropy(out.float(), y, label_smoothing=self.recipe.label_smoothing)
+        state.outputs, state.loss = out, loss
+        for cb in callbacks:
+            extra = cb.extra_loss(state)
+            if extra is not None:
+                loss = loss + extra
+        state.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        for cb in callbacks:
+            cb.after_backward(state)
+        self.masks.mask_grads()
+        if not any(cb.skip_optimizer_step(state) for cb in callbacks):
+            state.optimizer.step()
+            self.masks.apply()
+        return loss
 
     def _check_wall_clock(self) -> None:
         cap = self.meter.max_seconds
         if cap is not None and self.meter.seconds() > cap:
             raise BudgetExceeded(f"wall-clock cap of {cap:g} s reached")
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, data: DataBundle, *,
-             device: torch.device, batch_size: int = 1024) -> EvalResult:
-    """Top-1 (and top-5 where there are more than 5 classes) accuracy and mean loss, in eval mode."""
-    if len(y) == 0:
-        return EvalResult(acc=float("nan"), loss=float("nan"), top5=None, n=0)
-    was_training = model.training
-    model.eval()
-    correct = correct5 = 0
-    loss_sum = 0.0
-    channels_last = uses_channels_last(device, data.input_shape)
-    for xb, yb in iterate_batches(x, y, batch_size=batch_size, mean=data.mean, std=data.std,
-                                  device=device, channels_last=channels_last):
-        out = model(xb).float()
-        loss_sum += float(F.cross_entropy(out, yb, reduction="sum"))
-        correct += int((out.argmax(1) == yb).sum())
-        if data.num_classes > 5:
-            correct5 += int((out.topk(5, dim=1).indices == yb[:, None]).any(1).sum())
-    model.train(was_training)
-    n = len(y)
-    return EvalResult(acc=correct / n, loss=loss_sum / n, top5=correct5 / n if data.num_classes > 5 else None, n=n)
-
-
-def recalibrate_bn(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
-    """Recompute BatchNorm running statistics from ``batches`` (``torch.optim.swa_utils.update_bn``)."""
-    torch.optim.swa_utils.update_bn((x for x, _ in batches), model)
