@@ -34,7 +34,7 @@ def finished_keys(db: Path) -> set[str]:
 def all_runs(results: Path):
     import mlflow
 
-    from pruning_bench.tracking.tracker import tracking_uri_scope
+    from pruning_bench.tracking.store import tracking_uri_scope
 
     with tracking_uri_scope(f"sqlite:///{results}/mlflow.db"):  # not left in the environment of later tests
         return mlflow.search_runs(experiment_names=["smoke"], output_format="pandas")
@@ -170,7 +170,7 @@ def test_process_identity_survives_pid_reuse():
 
 @pytest.mark.parametrize("message", ["(sqlite3.OperationalError) database is locked", "SQLITE_BUSY"])
 def test_store_writes_retry_while_another_process_holds_the_lock(message):
-    from pruning_bench.tracking.tracker import RetryingClient
+    from pruning_bench.tracking.locks import RetryingClient
 
     calls = {"n": 0}
 

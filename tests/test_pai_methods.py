@@ -42,7 +42,7 @@ def test_random_erk_reproduces_the_erk_densities_per_layer():
 
 
 def test_random_masks_differ_by_seed_and_copy_another_trials_layer_counts(tmp_path):
-    from pruning_bench.execution.runner import write_layer_table
+    from pruning_bench.execution.measurements import write_layer_table
 
     source = make_context(epochs=0.2, sparsity=0.7)
     source.masks.prune_magnitude(0.7)  # some other method's layer-wise allocation

@@ -4,19 +4,22 @@ option a one-line error naming the suite file and the key."""
 
 from __future__ import annotations
 
+import inspect
 import os
+import runpy
 import subprocess
 import sys
 import textwrap
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from pruning_bench.cli import main
-from pruning_bench.data.sources import DATASETS, _plugin_source, clear_cache, load_dataset
+from pruning_bench.data.sources import DATASETS, SOURCES, _plugin_source, clear_cache, load_dataset
 from pruning_bench.errors import BenchError
-from pruning_bench.models import MODELS, build_model
+from pruning_bench.models import MODELS, build_model, describe_models
 from pruning_bench.plan.registry import default_registry
 
 # A builder and a loader; the file version marks them, the entry-point version names them in entry_points.txt.
@@ -181,18 +184,46 @@ def test_entry_point_bad_option_names_the_suite_file(tmp_path, entry_point_site)
 
 
 # ---- listing and lazy loading -----------------------------------------------------------------------
+def listed_lines(output: str) -> dict[str, str]:
+    """``bench list`` lines by their first word, in the printed order."""
+    return {line.split()[0]: line for line in output.splitlines() if line.strip()}
+
+
+def plugin_entry(fn, origin: str) -> str:
+    """What a plugin's listing line carries, read off the function itself: its first docstring line, its
+    keyword options with their defaults, and where it came from."""
+    options = ", ".join(f"{name}={p.default!r}" for name, p in inspect.signature(fn).parameters.items()
+                        if p.kind is p.KEYWORD_ONLY)
+    description = inspect.getdoc(fn).splitlines()[0] + (f" (options: {options})" if options else "")
+    return f"{description}  [plugin: {origin}]"
+
+
 def test_list_shows_plugins_with_their_origin(plugin_file, entry_point_site):
-    models = CliRunner().invoke(main, ["list", "models", "--plugin", str(plugin_file)])
-    assert models.exit_code == 0, models.output
-    assert "resnet20" in models.output and "timm:<name>" in models.output
-    lines = {line.split()[0]: line for line in models.output.splitlines() if line.strip()}
-    assert "MLP with BatchNorm (from a file). (options: hidden=8, depth=1)" in lines["file_mlp"]
-    assert f"[plugin: {plugin_file.resolve()}]" in lines["file_mlp"]
-    assert f"[plugin: entry point {EP_MODULE}:ep_mlp (pbtoy 0.1)]" in lines["ep_mlp"]
-    datasets = CliRunner().invoke(main, ["list", "datasets", "--plugin", str(plugin_file)])
-    lines = {line.split()[0]: line for line in datasets.output.splitlines() if line.strip()}
-    assert {"cifar10", "mnist1d", "smoke", "file_blobs", "ep_blobs"} <= set(lines)
-    assert "spread=0.5" in lines["file_blobs"] and "entry point" in lines["ep_blobs"]
+    from_file = runpy.run_path(str(plugin_file))  # the file's functions, loaded by hand
+    installed = {ep.name: ep for group in ("pruning_bench.models", "pruning_bench.datasets")
+                 for ep in entry_points(group=group)}  # the toy distribution's metadata
+
+    def ep_origin(name: str) -> str:
+        ep = installed[name]
+        return f"entry point {ep.value} ({ep.dist.name} {ep.dist.version})"
+
+    expected = {
+        "models": (list(describe_models()), {
+            "file_mlp": plugin_entry(from_file["file_mlp"], str(plugin_file.resolve())),
+            "ep_mlp": plugin_entry(installed["ep_mlp"].load(), ep_origin("ep_mlp"))}),
+        "datasets": (list(SOURCES), {
+            "file_blobs": plugin_entry(from_file["file_blobs"], str(plugin_file.resolve())),
+            "ep_blobs": plugin_entry(installed["ep_blobs"].load(), ep_origin("ep_blobs"))}),
+    }
+    for what, (builtin, plugins) in expected.items():
+        result = CliRunner().invoke(main, ["list", what, "--plugin", str(plugin_file)])
+        assert result.exit_code == 0, result.output
+        lines = listed_lines(result.output)
+        assert list(lines)[:len(builtin)] == builtin  # the built-ins first, as registered
+        assert set(lines) == {*builtin, *plugins}
+        for name, entry in plugins.items():
+            assert lines[name].split(maxsplit=1)[1] == entry, name
+        assert not any("[plugin:" in lines[name] for name in builtin)
 
 
 def test_help_imports_neither_torch_nor_plugins(tmp_path):

@@ -19,7 +19,8 @@ from click.testing import CliRunner
 
 from pruning_bench.cli import main
 from pruning_bench.tracking.server import ServerConfig, server_command, tracking_url
-from pruning_bench.tracking.tracker import Tracker, is_local_uri
+from pruning_bench.tracking.store import is_local_uri
+from pruning_bench.tracking.tracker import Tracker
 
 pytestmark = pytest.mark.slow  # a real `bench server`
 

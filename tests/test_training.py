@@ -104,18 +104,18 @@ def test_checkpoint_round_trip_restores_weights_masks_meter_and_rng(tmp_path):
 def test_round_checkpoints_keep_the_measured_step_time_and_older_ones_still_load(tmp_path):
     ctx = make_context(policy="native", checkpoint_dir=tmp_path, unit="seconds", seconds=5.0)
     ctx.train(steps=2)  # the seconds unit measures its step time first
-    measured = ctx._seconds_per_sample
+    measured = ctx.pricing.seconds_per_sample
     ctx.log("round_sparsity", 0.2, step=0)
     ctx.save_checkpoint({"round": 1})
     fresh = make_context(policy="native", checkpoint_dir=tmp_path, unit="seconds", seconds=5.0)
     assert fresh.load_checkpoint() == {"round": 1}
-    assert fresh._seconds_per_sample == measured and fresh.logged == [("round_sparsity", 0.2, 0)]
+    assert fresh.pricing.seconds_per_sample == measured and fresh.logged == [("round_sparsity", 0.2, 0)]
     path = tmp_path / "checkpoint.pt"
     payload = torch.load(path, weights_only=False)
     del payload["seconds_per_sample"]  # a round checkpoint written before it was kept
     torch.save(payload, path)
     older = make_context(policy="native", checkpoint_dir=tmp_path)
-    assert older.load_checkpoint() == {"round": 1} and older._seconds_per_sample is None
+    assert older.load_checkpoint() == {"round": 1} and older.pricing.seconds_per_sample is None
 
 
 def test_without_a_terminal_progress_is_a_line_per_interval(monkeypatch, capsys):

@@ -44,7 +44,7 @@ def report(suite_names: tuple[str, ...], results_dir: Path, tracking_uri: str | 
         parse_formats,
         write_report,
     )
-    from pruning_bench.tracking.tracker import check_server, default_tracking_uri
+    from pruning_bench.tracking.store import check_server, default_tracking_uri
 
     uri = tracking_uri or default_tracking_uri(results_dir)
     kinds = parse_formats(formats)

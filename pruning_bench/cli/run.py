@@ -130,7 +130,7 @@ def run(suite_name: str, methods: str | None, sparsities: str | None, seeds: str
         return
     if ray_address and executor != "ray":
         raise BenchError(f"--ray-address {ray_address} needs --executor ray")
-    from pruning_bench.tracking.tracker import check_server, default_tracking_uri
+    from pruning_bench.tracking.store import check_server, default_tracking_uri
 
     check_server(tracking_uri or default_tracking_uri(results_dir))
     options = SweepOptions(results_dir=results_dir, tracking_uri=tracking_uri, device=device, rerun=rerun,

@@ -17,7 +17,7 @@ def ui(results_dir: Path, tracking_uri: str | None, port: int) -> None:
     """Open the MLflow UI on 127.0.0.1 for the results store."""
     import subprocess
 
-    from pruning_bench.tracking.tracker import default_tracking_uri
+    from pruning_bench.tracking.store import default_tracking_uri
 
     uri = tracking_uri or default_tracking_uri(results_dir)
     click.echo(f"MLflow UI for {uri} at http://127.0.0.1:{port} (Ctrl-C to stop)")

@@ -24,14 +24,19 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from pruning_bench.core.context import Context
 
 DEFAULT_EVERY_SECONDS = float(os.environ.get("PRUNING_BENCH_CHECKPOINT_SECONDS", "300"))
 
@@ -211,3 +216,41 @@ class CallCheckpoint:
             owner._partial_path.unlink()
         owner.wrote(path)
         self._last_save = time.monotonic()
+
+
+# ---- what a checkpoint holds besides the training loop's own state ---------------------------------------
+def rng_states(generator: torch.Generator) -> dict[str, Any]:
+    """Every random number generator a trial draws from (torch, CUDA, numpy, Python, the method's)."""
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+            "generator": generator.get_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_states(rng: dict[str, Any], generator: torch.Generator) -> None:
+    torch.set_rng_state(rng["torch"])
+    np.random.set_state(rng["numpy"])
+    random.setstate(rng["python"])
+    generator.set_state(rng["generator"])
+    if rng["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def capture(ctx: Context) -> dict[str, Any]:
+    """Everything outside the training loop that a checkpoint holds: weights, masks, meter, every RNG,
+    the per-round log and the measured step time."""
+    return {"model": ctx.model.state_dict(), "masks": ctx.masks.masks, "meter": ctx.budget.state_dict(),
+            "rng": rng_states(ctx.generator), "logged": list(ctx.logged),
+            "seconds_per_sample": ctx.pricing.seconds_per_sample}
+
+
+def restore(ctx: Context, state: dict[str, Any]) -> None:
+    """Put back what :func:`capture` saved; metrics logged inside calls not run again are logged again."""
+    ctx.model.load_state_dict(state["model"])
+    ctx.masks.update(state["masks"])
+    ctx.masks.apply()
+    ctx.budget.load_state_dict(state["meter"])
+    set_rng_states(state["rng"], ctx.generator)
+    if state.get("seconds_per_sample") is not None:  # absent from round checkpoints of older versions
+        ctx.pricing.set_measured_seconds(state["seconds_per_sample"])
+    for key, value, step in state["logged"][len(ctx.logged):]:
+        ctx.log(key, value, step)

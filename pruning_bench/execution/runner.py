@@ -1,8 +1,8 @@
 """Running trials: build data and model, hand a Context to the method, measure, record in MLflow.
 
-Measurements are taken here, identically for every method: test/val accuracy of the final model,
-sparsity counted from the masks (after checking every masked weight is exactly zero), FLOPs, cost,
-and what the budget was and how much of it was spent.
+The measurements (:mod:`pruning_bench.execution.measurements`) are taken identically for every method:
+test/val accuracy of the final model, sparsity counted from the masks (after checking every masked
+weight is exactly zero), FLOPs, cost, and what the budget was and how much of it was spent.
 
 Every trial run carries an ``outcome`` tag: ``finished``; ``does_not_fit`` when the method's own
 algorithm does not fit in the trial's budget (the run ends FINISHED with ``min_budget_epochs`` and no
@@ -12,9 +12,7 @@ KILLED on Ctrl-C).
 
 from __future__ import annotations
 
-import csv
 import random
-import resource
 import shutil
 import sys
 import tempfile
@@ -27,8 +25,7 @@ import torch
 import pruning_bench
 from pruning_bench.core.budget import BudgetMeter, DoesNotFit
 from pruning_bench.core.context import Context
-from pruning_bench.core.latency import BATCH_SIZE as LATENCY_BATCH_SIZE
-from pruning_bench.core.latency import measure_latency, semi_structured_latency
+from pruning_bench.core.latency import measure_latency
 from pruning_bench.core.method import Method
 from pruning_bench.core.resume import DEFAULT_EVERY_SECONDS, CheckpointMismatch, TrialCheckpoints
 from pruning_bench.core.units import UNITS
@@ -36,6 +33,12 @@ from pruning_bench.data import load_dataset
 from pruning_bench.errors import BenchError
 from pruning_bench.execution.code_identity import harness_hash, plugin_code
 from pruning_bench.execution.cores import register_this_process, threads_for, training_here
+from pruning_bench.execution.measurements import (
+    measure,
+    peak_memory_mb,
+    semi_structured_measurement,
+    write_layer_table,
+)
 from pruning_bench.models import build_model
 from pruning_bench.plan.trial import Trial
 from pruning_bench.tracking.claims import Heartbeat
@@ -68,10 +71,6 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
-class MaskLeak(RuntimeError):
-    """A method left a non-zero value in a pruned weight: its sparsity would be a lie."""
-
-
 @dataclass
 class TrialResult:
     trial: Trial
@@ -100,28 +99,14 @@ def run_trial(trial: Trial, method_cls: type[Method], *, tracker: Tracker, paren
     the trials training on this machine (at most ``thread_share``); a resumed trial keeps the count it
     started with, so it ends with the same numbers as an uninterrupted run.
     """
-    suite = trial.suite
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)  # CUDA events, default streams and cuDNN all follow the current device
-    tags = {
-        "trial_key": trial.key, "method": trial.method, "suite": suite.name, "seed": str(trial.seed),
-        "target_sparsity": f"{trial.target_sparsity:g}", "budget_policy": trial.budget_policy,
-        "budget_unit": trial.budget_unit, "budget_multiple": f"{trial.budget_multiple:g}",
-        "budget_level": trial.level_tag, "method_variant": trial.variant, "structured": "1" if method_cls.granularity_of() == "structured" else "0",
-        "granularity": method_cls.granularity_of(),
-        "device": device_name(device), "torch_version": torch.__version__, "git_commit": git_commit(),
-        "harness_version": pruning_bench.__version__, "result_version": pruning_bench.RESULT_VERSION,
-        "model": suite.model.name, "dataset": suite.dataset.name,
-        "code_harness": harness_hash(), "code_plugins": plugin_code(method_cls, suite.model.name, suite.dataset.name),
-    }
+    tags = trial_tags(trial, method_cls, device)
     claim = tracker.claim_run(trial.label(), trial.key, tags=tags, parent_id=parent_id, rerun=rerun)
     if claim.run_id is None:
         return TrialResult(trial, "", {}, "skipped", claim.reason)
     run_id = claim.run_id
-    params = {**flatten("method", trial.config()["params"]), **flatten("suite", suite.experiment_config()),
-              "method_name": trial.method, "target_sparsity": str(trial.target_sparsity),
-              "seed": str(trial.seed), "budget_policy": trial.budget_policy, "budget_unit": trial.budget_unit,
-              "budget_multiple": str(trial.budget_multiple)}
+    params = trial_params(trial)
     checkpoints = results_dir / "checkpoints" / trial.key
     register_this_process()
     with tracker.running(run_id), Heartbeat(tracker.set_tag, [run_id]):
@@ -154,25 +139,39 @@ def run_trial(trial: Trial, method_cls: type[Method], *, tracker: Tracker, paren
     return result
 
 
+def trial_tags(trial: Trial, method_cls: type[Method], device: torch.device) -> dict[str, str]:
+    """The tags of a trial's run: what it is (key, method, sparsity, budget), where and by which code it ran."""
+    suite = trial.suite
+    return {
+        "trial_key": trial.key, "method": trial.method, "suite": suite.name, "seed": str(trial.seed),
+        "target_sparsity": f"{trial.target_sparsity:g}", "budget_policy": trial.budget_policy,
+        "budget_unit": trial.budget_unit, "budget_multiple": f"{trial.budget_multiple:g}",
+        "budget_level": trial.level_tag, "method_variant": trial.variant, "structured": "1" if method_cls.granularity_of() == "structured" else "0",
+        "granularity": method_cls.granularity_of(),
+        "device": device_name(device), "torch_version": torch.__version__, "git_commit": git_commit(),
+        "harness_version": pruning_bench.__version__, "result_version": pruning_bench.RESULT_VERSION,
+        "model": suite.model.name, "dataset": suite.dataset.name,
+        "code_harness": harness_hash(), "code_plugins": plugin_code(method_cls, suite.model.name, suite.dataset.name),
+    }
+
+
+def trial_params(trial: Trial) -> dict[str, str]:
+    """The params of a trial's run: the method's parameters and the suite's settings, flattened."""
+    return {**flatten("method", trial.config()["params"]), **flatten("suite", trial.suite.experiment_config()),
+            "method_name": trial.method, "target_sparsity": str(trial.target_sparsity),
+            "seed": str(trial.seed), "budget_policy": trial.budget_policy, "budget_unit": trial.budget_unit,
+            "budget_multiple": str(trial.budget_multiple)}
+
+
 def _run_in(run_id: str, trial: Trial, method_cls: type[Method], *, tracker: Tracker, checkpoint_dir: Path,
             device: torch.device, save_model: bool, progress: bool, checkpoint_seconds: float,
             mirror: RemoteCheckpoints | None = None) -> TrialResult:
     """The trial inside its MLflow run: data, model, the method, then the measurements (or its
     does-not-fit record)."""
-    suite = trial.suite
     seed_everything(trial.seed)
-    data = load_dataset(suite.dataset.name, seed=trial.seed, val_fraction=suite.dataset.val_fraction,
-                        data_dir=suite.dataset.data_dir, download=suite.dataset.download,
-                        options=suite.dataset.options)
-    model = build_model(suite.model.name, num_classes=data.num_classes, input_shape=data.input_shape,
-                        options=suite.model.options)
-    meter = make_meter(trial, data.n_train)
-    ctx = Context(model=model, data=data, recipe=trial.suite.recipe, meter=meter,
-                  target_sparsity=trial.target_sparsity, params=trial.params, seed=trial.seed,
-                  device=device, checkpoint_dir=checkpoint_dir, progress=progress,
-                  min_round_epochs=trial.suite.budget.min_round, checkpoint_seconds=checkpoint_seconds,
-                  log_fn=lambda k, v, s: tracker.log_metric(run_id, k, v, s),
-                  series_fn=lambda k, points: tracker.log_series(run_id, k, points))
+    ctx = build_context(run_id, trial, tracker=tracker, checkpoint_dir=checkpoint_dir, device=device,
+                        progress=progress, checkpoint_seconds=checkpoint_seconds)
+    meter = ctx.budget
     if mirror is not None:  # every checkpoint file also goes to the tracking server
         ctx.checkpoints.on_write = mirror.upload
     ctx.checkpoints.write_meta({"threads": torch.get_num_threads(), "trial_key": trial.key})
@@ -181,7 +180,8 @@ def _run_in(run_id: str, trial: Trial, method_cls: type[Method], *, tracker: Tra
     tracker.set_tag(run_id, "device", device_name(device))  # with the thread count actually used
     tracker.set_tag(run_id, "threads", str(torch.get_num_threads()))
     if method_cls.granularity_of() == "structured":  # the unpruned model's latency, next to the shrunk one's latency_ms
-        tracker.log_metrics(run_id, {"latency_dense_ms": measure_latency(ctx.model, data.input_shape, device)})
+        dense_ms = measure_latency(ctx.model, ctx.data.input_shape, device)
+        tracker.log_metrics(run_id, {"latency_dense_ms": dense_ms})
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     meter.start_clock()
@@ -206,14 +206,7 @@ def _run_in(run_id: str, trial: Trial, method_cls: type[Method], *, tracker: Tra
         metrics.update(extra)
         tracker.set_tag(run_id, "latency_note", note)
     tracker.log_metrics(run_id, metrics)
-    with tempfile.TemporaryDirectory() as tmp:
-        table = Path(tmp) / "layer_sparsity.csv"
-        write_layer_table(ctx, table)
-        tracker.log_artifact(run_id, table)
-        if save_model:
-            weights = Path(tmp) / "model.pt"
-            torch.save({"state_dict": ctx.model.state_dict(), "masks": ctx.masks.masks}, weights)
-            tracker.log_artifact(run_id, weights)
+    log_outputs(ctx, tracker, run_id, save_model=save_model)
     ctx.checkpoints.clear()
     if mirror is not None:
         tracker.log_metrics(run_id, {"checkpoint_uploads": mirror.uploads,
@@ -222,63 +215,35 @@ def _run_in(run_id: str, trial: Trial, method_cls: type[Method], *, tracker: Tra
     return TrialResult(trial, run_id, metrics)
 
 
-def measure(ctx: Context, *, denominator: int, flops_dense: float) -> dict[str, float]:
-    """The measurements every trial logs, taken the same way for every method."""
-    leaked = ctx.masks.leaked()  # before anything re-applies the masks: a leak must fail the trial
-    if leaked:
-        raise MaskLeak(f"masked weights are not zero in: {', '.join(leaked)}")
-    test = ctx.evaluate("test")
-    val = ctx.evaluate("val")
-    nonzero = ctx.masks.nonzero()
-    metrics = {
-        "test_acc": test.acc, "test_loss": test.loss, "val_acc": val.acc, "val_loss": val.loss,
-        "sparsity": 1.0 - nonzero / denominator, "nonzero_params": nonzero, "total_params": denominator,
-        "flops_dense": flops_dense, "flops_effective": ctx.effective_flops(),
-        "train_flops": ctx.budget.flops, "epochs_charged": ctx.budget.epochs_charged,
-        "empty_layers": len(ctx.masks.empty_layers()), **budget_metrics(ctx.budget),
-    }
-    if test.top5 is not None:
-        metrics["test_top5"] = test.top5
-    # Masked-dense model for unstructured methods, the shrunk model for structured ones (docs/methods.md pitfall 10).
-    metrics["latency_ms"] = measure_latency(ctx.model, ctx.data.input_shape, ctx.device)
-    metrics["latency_batch_size"] = LATENCY_BATCH_SIZE
-    return metrics
+def build_context(run_id: str, trial: Trial, *, tracker: Tracker, checkpoint_dir: Path, device: torch.device,
+                  progress: bool, checkpoint_seconds: float) -> Context:
+    """The trial's data, model and budget meter in the Context its method runs in; what the method logs
+    goes to ``run_id``."""
+    suite = trial.suite
+    data = load_dataset(suite.dataset.name, seed=trial.seed, val_fraction=suite.dataset.val_fraction,
+                        data_dir=suite.dataset.data_dir, download=suite.dataset.download,
+                        options=suite.dataset.options)
+    model = build_model(suite.model.name, num_classes=data.num_classes, input_shape=data.input_shape,
+                        options=suite.model.options)
+    meter = make_meter(trial, data.n_train)
+    return Context(model=model, data=data, recipe=trial.suite.recipe, meter=meter,
+                   target_sparsity=trial.target_sparsity, params=trial.params, seed=trial.seed,
+                   device=device, checkpoint_dir=checkpoint_dir, progress=progress,
+                   min_round_epochs=trial.suite.budget.min_round, checkpoint_seconds=checkpoint_seconds,
+                   log_fn=lambda k, v, s: tracker.log_metric(run_id, k, v, s),
+                   series_fn=lambda k, points: tracker.log_series(run_id, k, points))
 
 
-def semi_structured_measurement(ctx: Context) -> tuple[dict[str, float], str]:
-    """N:M methods: the latency with sparse tensor-core kernels where the device has them, else a note."""
-    ms, note = semi_structured_latency(ctx.model, ctx.data.input_shape, ctx.device)
-    return ({"latency_semi_structured_ms": ms} if ms is not None else {}), note
-
-
-def budget_metrics(meter: BudgetMeter) -> dict[str, float]:
-    """What the trial was given and what it spent, in the budget's unit and in epochs."""
-    metrics = {"budget_epochs": meter.budget_epochs, "budget_limit": meter.limit, "budget_used": meter.used,
-               "stopped_at_limit": float(meter.stops > 0)}
-    if meter.enforced:
-        metrics["budget_unspent"] = max(0.0, meter.remaining)
-        metrics["budget_unspent_fraction"] = max(0.0, meter.remaining) / meter.limit if meter.limit else 0.0
-    for label, charge in meter.charges.items():  # e.g. charged_epochs.bn-recalibration
-        if label not in ("train",) and not label.startswith("particle-"):
-            metrics[f"charged_epochs.{label}"] = charge.samples / meter.samples_per_epoch
-    return metrics
-
-
-def write_layer_table(ctx: Context, path: Path) -> None:
-    with path.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["layer", "shape", "params", "nonzero", "density"])
-        for stat in ctx.masks.layer_stats():
-            writer.writerow([stat.layer, "x".join(map(str, stat.shape)), stat.params, stat.nonzero,
-                             f"{stat.density:.6f}"])
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak GPU memory of the trial on CUDA; on the CPU the process's peak resident set size."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kb / 1024 if sys.platform != "darwin" else kb / 2**20
+def log_outputs(ctx: Context, tracker: Tracker, run_id: str, *, save_model: bool) -> None:
+    """The per-layer sparsity table, and with ``save_model`` the weights and masks, as artifacts of ``run_id``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        table = Path(tmp) / "layer_sparsity.csv"
+        write_layer_table(ctx, table)
+        tracker.log_artifact(run_id, table)
+        if save_model:
+            weights = Path(tmp) / "model.pt"
+            torch.save({"state_dict": ctx.model.state_dict(), "masks": ctx.masks.masks}, weights)
+            tracker.log_artifact(run_id, weights)
 
 
 def summary_line(trial: Trial, m: dict[str, float], outcome: str = "finished") -> str:

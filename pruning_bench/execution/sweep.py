@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -20,6 +21,9 @@ from pruning_bench.errors import BenchError
 from pruning_bench.execution.worker import OUTCOMES, JobOutcome, TrialJob, share_tracker
 from pruning_bench.plan.suite import Suite
 from pruning_bench.plan.trial import Trial
+
+if TYPE_CHECKING:
+    from pruning_bench.tracking.tracker import Tracker
 
 
 @dataclass(frozen=True)
@@ -81,57 +85,18 @@ def run_sweep(suite: Suite, plan: Sequence[Trial], method_names: Sequence[str], 
     failed). ``cost(trials)`` describes what the pending trials will train (printed before they run);
     ``code(trial)`` is the trial's plugin code now (:mod:`pruning_bench.execution.code_identity`): a finished trial
     computed by other plugin code is not reused silently."""
-    from pruning_bench.tracking.claims import Heartbeat
-    from pruning_bench.tracking.tracker import Tracker, default_tracking_uri, git_commit, store_has_experiment
+    from pruning_bench.tracking.store import default_tracking_uri
 
     uri = options.tracking_uri or default_tracking_uri(options.results_dir)
-    tracker = None
-    if store_has_experiment(uri, suite.name):  # nothing is created before the settings are checked
-        tracker = Tracker(uri, suite.name, artifact_root=options.results_dir / "artifacts")
-        for name, reason in tracker.reap_stale():
-            echo(f"Marked FAILED: run '{name}' was left RUNNING ({reason}).")
-    runs = tracker.finished_runs() if tracker is not None and not options.rerun else {}
-    if runs and code is not None and not options.reuse_changed_code:
-        _refuse_changed_code(plan, runs, code)
+    tracker, runs = _open_finished(uri, suite, plan, options, echo, code)
     pending = [t for t in plan if t.key not in runs]
-    if runs:  # a finished trial this plan reuses as another level (fit = 2x) joins that level's report
-        tracker.add_levels(runs, {t.key: t.budget_levels for t in plan if t.key in runs})
     failed = 0
     nothing_to_do = (f"Nothing to run: all {len(plan)} trials of this plan already have finished runs in {uri} "
                      "(use --rerun to run them again).")
     if not pending:
         echo(nothing_to_do)
     else:
-        dev = _validate(suite, pending, options.device)
-        options.results_dir.mkdir(parents=True, exist_ok=True)
-        tracker = tracker or Tracker(uri, suite.name, artifact_root=options.results_dir / "artifacts")
-        share_tracker(tracker, suite.name)  # trials run in this process reuse it
-        if len(plan) > len(pending):
-            echo(f"Skipping {len(plan) - len(pending)} finished trials; running {len(pending)} of {len(plan)}.")
-        levels = ", ".join(sorted({("fit=" if "fit" in t.budget_levels else "") + f"{t.budget_multiple:g}x"
-                                   for t in pending}))
-        echo(f"Suite '{suite.name}' ({suite.dataset.name}, {suite.model.name}, base {suite.budget.epochs:g} "
-             f"epochs, budgets {levels} in {plan[0].budget_unit}, policy {plan[0].budget_policy}) on {dev}; "
-             f"tracking {uri}")
-        if cost is not None:
-            echo(f"To run: {cost(pending)}.")
-        start = time.perf_counter()
-        with tracker.run(f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}",
-                         tags={"sweep": "1", "suite": suite.name, "git_commit": git_commit()},
-                         params={"methods": ",".join(method_names), "n_trials": str(len(pending))}) as parent_id, \
-                Heartbeat(tracker.set_tag, [parent_id]):
-            try:
-                counts = _run_pending(pending, options, dev, uri, parent_id, echo)
-            except KeyboardInterrupt:
-                echo("\nInterrupted: finished trials are kept; run the same command again to resume.")
-                raise
-        failed = counts["failed"]
-        ran = counts["finished"]
-        echo(f"Ran {ran} trials in {time.perf_counter() - start:.1f} s"
-             + (f"; {counts['does_not_fit']} did not fit their budget (recorded with the budget they need)"
-                if counts["does_not_fit"] else "")
-             + (f"; {counts['skipped']} skipped (finished or running elsewhere)" if counts["skipped"] else "")
-             + (f"; {failed} FAILED" if failed else "") + ".")
+        failed = _run_plan(suite, plan, pending, method_names, options, uri, tracker, echo, cost)
     leaderboard = _leaderboard_text(uri, suite, plan)
     if leaderboard:
         echo(leaderboard)
@@ -141,6 +106,80 @@ def run_sweep(suite: Suite, plan: Sequence[Trial], method_names: Sequence[str], 
         remember_answer(options.results_dir, options.answer_key, uri=uri, experiment=suite.name,
                         keys=[t.key for t in plan], text="\n".join(filter(None, (nothing_to_do, leaderboard))))
     return 1 if failed else 0
+
+
+def _open_finished(uri: str, suite: Suite, plan: Sequence[Trial], options: SweepOptions,
+                   echo: Callable[[str], None], code: Callable[[Trial], str] | None,
+                   ) -> tuple[Tracker | None, dict[str, list[tuple[str, dict[str, str]]]]]:
+    """The suite's tracker when its experiment exists (runs left RUNNING by a dead process marked
+    FAILED first), and the finished runs of its trial keys that this plan reuses (none with
+    ``--rerun``); those are tagged with the budget levels this plan reuses them for."""
+    from pruning_bench.tracking.store import store_has_experiment
+    from pruning_bench.tracking.tracker import Tracker
+
+    tracker = None
+    if store_has_experiment(uri, suite.name):  # nothing is created before the settings are checked
+        tracker = Tracker(uri, suite.name, artifact_root=options.results_dir / "artifacts")
+        for name, reason in tracker.reap_stale():
+            echo(f"Marked FAILED: run '{name}' was left RUNNING ({reason}).")
+    runs = tracker.finished_runs() if tracker is not None and not options.rerun else {}
+    if runs and code is not None and not options.reuse_changed_code:
+        _refuse_changed_code(plan, runs, code)
+    if runs:  # a finished trial this plan reuses as another level (fit = 2x) joins that level's report
+        tracker.add_levels(runs, {t.key: t.budget_levels for t in plan if t.key in runs})
+    return tracker, runs
+
+
+def _run_plan(suite: Suite, plan: Sequence[Trial], pending: Sequence[Trial], method_names: Sequence[str],
+              options: SweepOptions, uri: str, tracker: Tracker | None, echo: Callable[[str], None],
+              cost: Callable[[Sequence[Trial]], str] | None) -> int:
+    """Check the settings, then run the pending trials under one sweep run and print the tally; returns
+    how many failed."""
+    from pruning_bench.tracking.claims import Heartbeat
+    from pruning_bench.tracking.tracker import Tracker, git_commit
+
+    dev = _validate(suite, pending, options.device)
+    options.results_dir.mkdir(parents=True, exist_ok=True)
+    tracker = tracker or Tracker(uri, suite.name, artifact_root=options.results_dir / "artifacts")
+    share_tracker(tracker, suite.name)  # trials run in this process reuse it
+    _announce(suite, plan, pending, dev, uri, echo, cost)
+    start = time.perf_counter()
+    with tracker.run(f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}",
+                     tags={"sweep": "1", "suite": suite.name, "git_commit": git_commit()},
+                     params={"methods": ",".join(method_names), "n_trials": str(len(pending))}) as parent_id, \
+            Heartbeat(tracker.set_tag, [parent_id]):
+        try:
+            counts = _run_pending(pending, options, dev, uri, parent_id, echo)
+        except KeyboardInterrupt:
+            echo("\nInterrupted: finished trials are kept; run the same command again to resume.")
+            raise
+    echo(_tally(counts, time.perf_counter() - start))
+    return counts["failed"]
+
+
+def _announce(suite: Suite, plan: Sequence[Trial], pending: Sequence[Trial], dev: torch.device, uri: str,
+              echo: Callable[[str], None], cost: Callable[[Sequence[Trial]], str] | None) -> None:
+    """What is about to run: trials skipped as finished, the suite and its budgets, and the cost."""
+    if len(plan) > len(pending):
+        echo(f"Skipping {len(plan) - len(pending)} finished trials; running {len(pending)} of {len(plan)}.")
+    levels = ", ".join(sorted({("fit=" if "fit" in t.budget_levels else "") + f"{t.budget_multiple:g}x"
+                               for t in pending}))
+    echo(f"Suite '{suite.name}' ({suite.dataset.name}, {suite.model.name}, base {suite.budget.epochs:g} "
+         f"epochs, budgets {levels} in {plan[0].budget_unit}, policy {plan[0].budget_policy}) on {dev}; "
+         f"tracking {uri}")
+    if cost is not None:
+        echo(f"To run: {cost(pending)}.")
+
+
+def _tally(counts: dict[str, int], seconds: float) -> str:
+    """The line that ends a sweep: trials run, and those that did not fit, were skipped or failed."""
+    failed = counts["failed"]
+    ran = counts["finished"]
+    return (f"Ran {ran} trials in {seconds:.1f} s"
+            + (f"; {counts['does_not_fit']} did not fit their budget (recorded with the budget they need)"
+               if counts["does_not_fit"] else "")
+            + (f"; {counts['skipped']} skipped (finished or running elsewhere)" if counts["skipped"] else "")
+            + (f"; {failed} FAILED" if failed else "") + ".")
 
 
 def _refuse_changed_code(plan: Sequence[Trial], runs: dict[str, list[tuple[str, dict[str, str]]]],

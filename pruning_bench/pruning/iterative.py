@@ -125,7 +125,7 @@ class RoundPlan:
 def samples_between(ctx: Context, start: int, stop: int) -> int:
     """Sample passes the shared loop charges for global steps ``start .. stop - 1`` (the last batch of
     every epoch is the smaller remainder)."""
-    return ctx.trainer.samples_between(start, stop)
+    return ctx.pricing.samples_between(start, stop)
 
 
 def rewind_step_for(round_steps: int, rewind_iters: int, rewind_fraction: float) -> int:
@@ -181,19 +181,19 @@ def plan_rounds(ctx: Context, *, prune_fraction: float, rewind_iters: int, rewin
     """
     plan_for = round_plan_factory(ctx.target_sparsity, prune_fraction, rewind_iters, rewind_fraction,
                                   particles_for, forward_samples_for)
-    if not ctx.budget.enforced:
+    if not ctx.spends_budget:
         return plan_for(ctx.budget_steps)
-    shortest = shortest_round(ctx.trainer.counts, ctx.min_round_epochs, plan_for)
-    available = ctx.budget.remaining
+    shortest = shortest_round(ctx.pricing.counts, ctx.min_round_epochs, plan_for)
+    available = ctx.pricing.left
     need = plan_price(ctx, shortest)
     if need > available * (1 + 1e-12):  # the meter's own tolerance: a budget priced at exactly the minimum fits
-        min_epochs = ctx.budget.to_epochs(ctx.budget.used + need)
+        min_epochs = ctx.pricing.epochs_once_spent(need)
         sparsities, particles = shortest.sparsities, shortest.particles
         raise DoesNotFit(
             f"{len(sparsities)} rounds ({len(sparsities) - 1} pruning steps of {prune_fraction:.0%} to "
             f"{ctx.target_sparsity:g}) x {_describe(particles)} with rounds of at least "
             f"{ctx.min_round_epochs:g} epochs need a budget of {min_epochs:.4g} epochs; this trial has "
-            f"{ctx.budget.budget_epochs:.4g}", min_budget_epochs=min_epochs)
+            f"{ctx.budget_epochs:.4g}", min_budget_epochs=min_epochs)
     lo, hi = shortest.round_steps, max(shortest.round_steps, ctx.affordable_steps(available))
     while lo < hi:  # the price grows with R: the longest rounds that fit, by bisection
         mid = (lo + hi + 1) // 2
@@ -234,17 +234,16 @@ def final_round_steps(ctx: Context, plan: RoundPlan) -> int:
     """The last round's R. Under ``equal`` in the ``flops`` and ``seconds`` units the plan rests on
     estimates (future masks, step times): the last round is re-priced at its exact mask and the step time
     measured so far, so it spends what is left. Elsewhere the plan is exact and R stays."""
-    if not ctx.budget.stops_at_limit:
+    if not ctx.pricing.plans_are_estimates:
         return plan.round_steps
     r, k = plan.rounds, plan.rewind_step
-    if ctx.budget.kind.clocked and ctx.budget.samples > 0:
-        per_sample = ctx.budget.seconds() / ctx.budget.samples  # measured, all overheads included
+    if (per_sample := ctx.pricing.measured_per_sample()) is not None:  # measured, all overheads included
         forward = plan.forward_at(r) * per_sample / TRAIN_FLOPS_PER_FORWARD  # a forward pass of a step
     else:
         per_sample = ctx.train_cost_per_sample()
         forward = plan.forward_at(r) * ctx.forward_cost_per_sample()
-    affordable = math.floor(max(0.0, ctx.budget.remaining - forward) / (per_sample * plan.particles[r]) + 1e-9)
-    steps = ctx.trainer.steps_for_samples(affordable, k)
+    affordable = math.floor(max(0.0, ctx.pricing.left - forward) / (per_sample * plan.particles[r]) + 1e-9)
+    steps = ctx.pricing.counts.steps_for_samples(affordable, k)
     return k + max(1, steps)
 
 
@@ -257,7 +256,7 @@ def log_plan(ctx: Context, plan: RoundPlan) -> None:
     ctx.log("plan_rounds", plan.rounds)
     ctx.log("plan_particles", max(plan.particles))
     ctx.log("plan_dense_particles", plan.particles[0])
-    ctx.log("plan_epochs", ctx.budget.to_epochs(plan_price(ctx, plan)) if ctx.budget.epoch_cost
+    ctx.log("plan_epochs", ctx.pricing.in_epochs(plan_price(ctx, plan)) if ctx.pricing.epoch_cost_known
             else plan_cost(ctx, plan.round_steps, plan.rewind_step, plan.particles) / ctx.data.n_train)
 
 
@@ -266,7 +265,7 @@ def log_round(ctx: Context, r: int) -> None:
     ctx.log("round_sparsity", ctx.masks.sparsity(), step=r)
     ctx.log("round_val_acc", ctx.evaluate("val").acc, step=r)
     ctx.log("round_test_acc", ctx.evaluate("test").acc, step=r)
-    ctx.log("round_epochs_charged", ctx.budget.epochs_charged, step=r)
+    ctx.log("round_epochs_charged", ctx.pricing.epochs_charged, step=r)
 
 
 def start_or_resume(ctx: Context, make_plan: Callable[[], RoundPlan]) -> tuple[RoundPlan, dict[str, Any], int]:

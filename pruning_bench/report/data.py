@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from pruning_bench.errors import BenchError
-from pruning_bench.tracking.tracker import _quiet_mlflow, tracking_uri_scope
+from pruning_bench.tracking.store import quiet_mlflow, tracking_uri_scope
 
 FAILED_STATUSES = ("FAILED", "KILLED")
 FIT_LEVEL = "fit"  # pruning_bench.plan.fit.FIT (not imported: the report never imports the planning side)
@@ -23,7 +23,7 @@ _LEVEL_PARAMS = ("tags.budget_policy", "params.budget_policy", "params.budget_un
 
 def load_runs(tracking_uri: str, suite: str, *, status: str | None = "FINISHED") -> pd.DataFrame:
     """Trial runs (those with a ``trial_key`` tag) of a suite's experiment, one row per run."""
-    _quiet_mlflow()
+    quiet_mlflow()
     import mlflow
 
     with tracking_uri_scope(tracking_uri):

@@ -1,4 +1,4 @@
-"""Report stage 4 (HTML): a :class:`~pruning_bench.report.render.Document` as one self-contained HTML file:
+"""Report stage 4 (HTML): a :class:`~pruning_bench.report.document.Document` as one self-contained HTML file:
 inline CSS, plots embedded as base64 PNG data URIs, no scripts and no external links, so it opens in any
 browser, offline, and can be mailed as one file. Takes plain data only."""
 
@@ -8,7 +8,7 @@ import base64
 import html
 from pathlib import Path
 
-from pruning_bench.report.render import Bullets, Document, Figure, Table
+from pruning_bench.report.document import Bullets, Document, Figure, Table
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;

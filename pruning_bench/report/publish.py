@@ -1,10 +1,11 @@
 """Reports from the tracking store, in one direction: load (:mod:`~pruning_bench.report.data`,
 ``mlflow.search_runs`` -> pandas) -> aggregate (:mod:`~pruning_bench.report.cells`: one cell per budget
 level, method and sparsity; :mod:`~pruning_bench.report.summary`: header, warnings, notes;
-:mod:`~pruning_bench.report.findings`: the findings that open the report) -> lay out and render (:mod:`~pruning_bench.report.render` for Markdown,
-:mod:`~pruning_bench.report.html` for HTML, :mod:`~pruning_bench.report.plots` for the PNGs). This module
-writes the files and stores them as artifacts of a "report" run (tagged ``report``, no ``trial_key``, so
-it is never mistaken for a trial).
+:mod:`~pruning_bench.report.findings`: the findings that open the report) -> lay out
+(:mod:`~pruning_bench.report.layout`: leaderboards, cost and sanity tables as a plain document) and render
+(:mod:`~pruning_bench.report.markdown` for Markdown, :mod:`~pruning_bench.report.html` for HTML,
+:mod:`~pruning_bench.report.plots` for the PNGs). This module writes the files and stores them as
+artifacts of a "report" run (tagged ``report``, no ``trial_key``, so it is never mistaken for a trial).
 
 Rows are methods, split into variants by their non-default parameters (e.g. ``imp [prune_fraction=0.5]``)
 and by suite settings that differ, so different experiments are never averaged together; each budget
@@ -20,11 +21,14 @@ import pandas as pd
 
 from pruning_bench.errors import BenchError
 from pruning_bench.report.cells import cell_table, scale_of
+from pruning_bench.report.cost import cost_table
 from pruning_bench.report.data import latest_per_trial, load_runs, prepare_runs
+from pruning_bench.report.document import MISSING
 from pruning_bench.report.findings import DEFAULT_COMPARE
-from pruning_bench.report.render import MISSING, cost_table, document, leaderboards_markdown, render_markdown
+from pruning_bench.report.layout import document
+from pruning_bench.report.markdown import leaderboards_markdown, render_markdown
 from pruning_bench.report.summary import Report, build_report
-from pruning_bench.tracking.tracker import _quiet_mlflow, warn_local_artifacts
+from pruning_bench.tracking.store import quiet_mlflow, warn_local_artifacts
 
 FORMATS = ("md", "html", "csv")
 
@@ -83,7 +87,7 @@ def write_report(report: Report, out: Path, formats: list[str]) -> list[Path]:
 
 def log_report_run(tracking_uri: str, report: Report, files: list[Path]) -> str:
     """Store the report files as artifacts of a "report" run (tagged ``report``; no ``trial_key``)."""
-    _quiet_mlflow()
+    quiet_mlflow()
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)

@@ -73,7 +73,7 @@ class RemoteCheckpoints:
         best effort (not every artifact store deletes)."""
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-        from pruning_bench.tracking.tracker import tracking_uri_scope
+        from pruning_bench.tracking.store import tracking_uri_scope
 
         try:
             with tracking_uri_scope(self.uri):
@@ -85,7 +85,7 @@ class RemoteCheckpoints:
 
 def remote_checkpoints(tracker: Any, run_id: str, directory: Path) -> RemoteCheckpoints | None:
     """The mirror for a trial's checkpoints when its store is a tracking server; None for a local store."""
-    from pruning_bench.tracking.tracker import is_local_uri
+    from pruning_bench.tracking.store import is_local_uri
 
     if is_local_uri(tracker.uri):
         return None
