@@ -83,6 +83,8 @@ class _Run:
     data_offset: int            # data position minus schedule position
     callbacks: Sequence[TrainCallback]
     label: str
+    stops_at_limit: bool        # the meter's rules, read once per run, not per step
+    clocked: bool
 
 
 class Trainer:
@@ -216,7 +218,8 @@ class Trainer:
             cb.on_train_start(state)
         own = scheduler is None and (schedule_steps is None or schedule_steps == start_step + steps)
         offset = (start_step if data_start is None else data_start) - start_step
-        return _Run(state, self.stream(data_seed), scheduler, schedule, own, start_step, offset, callbacks, label)
+        return _Run(state, self.stream(data_seed), scheduler, schedule, own, start_step, offset, callbacks, label,
+                    self.meter.stops_at_limit, self.meter.kind.clocked)
 
     def _set_length(self, run: _Run, steps: int) -> None:
         """A re-planned (or resumed) run of ``steps`` steps: a schedule that ends with it follows."""
@@ -238,7 +241,7 @@ class Trainer:
         spe = run.stream.steps_per_epoch
         n = self.batch_size_at(spe - 1) if (step + run.data_offset) % spe == spe - 1 else self.recipe.batch_size
         flops = self.step_flops(n, self._fwd_flops, bool(callbacks) and any(cb.dense_gradient(step) for cb in callbacks))
-        if meter.stops_at_limit and not meter.fits(meter.cost(n, flops), pacer.step_seconds):
+        if run.stops_at_limit and not meter.fits(meter.cost(n, flops), pacer.step_seconds):
             meter.stops += 1
             loop.stopped = True
             return False
@@ -257,7 +260,7 @@ class Trainer:
         loop.losses.append(loss.detach())
         for cb in callbacks:
             cb.on_step_end(state)
-        if meter.kind.clocked:  # the next step's time, for stopping at the limit
+        if run.clocked:  # the next step's time, for stopping at the limit
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             pacer.observe(time.perf_counter() - step_start, first=step == run.start_step)
