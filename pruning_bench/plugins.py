@@ -49,6 +49,8 @@ class Kind:
     section: str         # the suite table holding the options
     any_options: bool    # whether **kwargs may stand for options
     harness_note: str    # why a harness argument is no option
+    #: how a registered object becomes the table's entry (default: a builder / loader read into a Plugin)
+    parse: Callable[[Kind, str, Any, str], Any] | None = None
 
 
 MODEL = Kind("model", "pruning_bench.models", ("num_classes", "input_shape"), True, "[model]", True,
@@ -200,6 +202,7 @@ class PluginTable:
         self.kind = kind
         self._is_builtin = is_builtin  # name -> why it is taken (None: free)
         self._items: dict[str, Plugin] = {}
+        self.origins: dict[str, str] = {}  # name -> "entry point pkg.mod:obj (dist 1.0)" or a file's path
         self._tried: set[str] = set()  # entry-point names already looked at
         self._scanned = False
 
@@ -208,8 +211,9 @@ class PluginTable:
         if taken := self._is_builtin(name):
             raise BenchError(f"{self.kind.name} plugin '{name}' ({origin}) clashes with the built-in {taken}; "
                              "choose another name")
-        plugin = _parse(self.kind, name, fn, origin)
+        plugin = (self.kind.parse or _parse)(self.kind, name, fn, origin)
         self._items[name] = plugin
+        self.origins[name] = origin
         return plugin
 
     def get(self, name: str) -> Plugin | None:
@@ -220,6 +224,10 @@ class PluginTable:
                 self._load(ep, strict=True)
                 break
         return self._items.get(name)
+
+    def names(self) -> list[str]:
+        """Every registered and installed name, without importing any entry point."""
+        return sorted({*self._items, *(ep.name for ep in entry_points(group=self.kind.group))})
 
     def all(self) -> dict[str, Plugin]:
         """Every plugin, entry points imported (a broken one is a warning on stderr)."""

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+import pruning_bench
 from pruning_bench.cli import main
 from pruning_bench.core.method import Method
 
@@ -206,7 +207,7 @@ def test_list_methods_is_the_entry_points_declared_in_pyproject():
         module, _, attr = target.partition(":")
         cls = getattr(importlib.import_module(module), attr)  # what the entry point names, imported by hand
         assert registry.get(name) is cls and cls.name == name
-        assert registry.origins[name] == f"entry point {target}"
+        assert registry.origins[name] == f"entry point {target} (pruning_bench {pruning_bench.__version__})"
         assert listed[name] == first_doc_line(cls)
 
 
@@ -221,9 +222,9 @@ def test_list_methods_adds_a_plugin_files_method_with_the_file_as_origin(tmp_pat
     name, doc = defined[0].name, first_doc_line(defined[0])
     registry = default_registry([str(plugin)])
     assert registry.names() == sorted([*declared_methods(), name])
-    assert registry.origins[name] == str(plugin)
+    assert registry.origins[name] == str(plugin.resolve())
     listed = listing(bench("list", "methods", "--plugin", str(plugin)).output)
-    assert list(listed) == registry.names() and listed[name] == doc
+    assert list(listed) == registry.names() and listed[name] == f"{doc}  [plugin: {plugin.resolve()}]"
 
 
 def test_list_suites_is_the_shipped_suite_files():

@@ -27,10 +27,11 @@ def list_(what: str, plugins: tuple[str, ...]) -> None:
 
     registry = default_registry(plugins)  # also registers the files' models and data sets
     if what == "methods":
-        for name in registry.names():
-            cls = registry.get(name)
+        for name, cls in registry.all().items():  # a broken installed plugin is a warning here
             doc = (cls.__doc__ or "").strip().splitlines()
-            click.echo(f"{name:<20} {doc[0] if doc else ''}")
+            ours = cls.__module__.startswith("pruning_bench.methods.")
+            origin = "" if ours else f"  [plugin: {registry.origins[name]}]"
+            click.echo(f"{name:<20} {doc[0] if doc else ''}{origin}")
     elif what == "models":
         from pruning_bench.models import describe_models, plugin_models
 

@@ -10,65 +10,74 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
-import sys
-from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from pruning_bench.core.method import Method
 from pruning_bench.data.sources import DATASETS
 from pruning_bench.errors import BenchError, unknown_choice
 from pruning_bench.models import MODELS
-from pruning_bench.plugins import DATASET, MODEL, register_module
+from pruning_bench.plugins import DATASET, MODEL, Kind, PluginTable, register_module
 
-ENTRY_POINT_GROUP = "pruning_bench.methods"
+
+def _method_entry(kind: Kind, name: str, cls: Any, origin: str) -> type[Method]:
+    """A registered method: a ``Method`` subclass whose ``name`` is the name it is registered under."""
+    if not (inspect.isclass(cls) and issubclass(cls, Method)) or not cls.name:
+        raise BenchError(f"method plugin '{name}' ({origin}) must subclass pruning_bench.Method and set `name`")
+    if cls.name != name:
+        raise BenchError(f"method plugin '{name}' ({origin}) is a class named '{cls.name}'; register it as "
+                         f"'{cls.name}' or set name = '{name}'")
+    return cls
+
+
+#: Methods are the third kind of plugin, found like models and data sets (entry points, lazily, and files)
+METHOD = Kind("method", "pruning_bench.methods", (), False, "[method_params]", False, "", parse=_method_entry)
+ENTRY_POINT_GROUP = METHOD.group
 
 
 class MethodRegistry:
-    """Method classes by name."""
+    """Method classes by name: a plugin table of kind ``method`` (entry points imported when their name is
+    looked up or everything is listed; a broken one is an error when asked for, a warning when listing)."""
 
     def __init__(self) -> None:
-        self._methods: dict[str, type[Method]] = {}
-        self.origins: dict[str, str] = {}
+        self._table = PluginTable(METHOD, lambda name: None)  # no method is built in: ours are entry points
+        self.origins = self._table.origins
 
     def register(self, cls: type[Method], origin: str = "") -> type[Method]:
         if not (inspect.isclass(cls) and issubclass(cls, Method)) or not cls.name:
             raise BenchError(f"{origin or cls!r}: a method must subclass pruning_bench.Method and set `name`")
-        self._methods[cls.name] = cls
-        self.origins[cls.name] = origin
-        return cls
+        return self._table.add(cls.name, cls, origin or repr(cls))
 
     def names(self) -> list[str]:
-        return sorted(self._methods)
+        """Every method's name (no entry point imported)."""
+        return self._table.names()
 
     def get(self, name: str) -> type[Method]:
-        if name not in self._methods:
-            raise unknown_choice("method", name, self._methods)
-        return self._methods[name]
+        cls = self._table.get(name)
+        if cls is None:
+            raise unknown_choice("method", name, self.names())
+        return cls
 
-    def load_entry_points(self) -> None:
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            try:
-                cls = ep.load()
-            except Exception as err:  # a broken third-party plugin must not hide the others
-                print(f"warning: method plugin '{ep.name}' ({ep.value}) failed to load: {err}", file=sys.stderr)
-                continue
-            self.register(cls, origin=f"entry point {ep.value}")
+    def all(self) -> dict[str, type[Method]]:
+        """Every method, entry points imported (a broken one is a warning on stderr)."""
+        return self._table.all()
 
     def load_file(self, path: str | Path) -> list[str]:
         """Import a Python file and register every Method subclass defined in it (and its models and data
         sets); the method names."""
         path = Path(path)
         module = import_plugin_file(path)
+        origin = str(path.resolve())
         found = [obj for obj in vars(module).values()
                  if inspect.isclass(obj) and issubclass(obj, Method) and obj is not Method
                  and obj.__module__ == module.__name__]
-        others = register_module(module, str(path.resolve()), {MODEL.name: MODELS, DATASET.name: DATASETS})
+        others = register_module(module, origin, {MODEL.name: MODELS, DATASET.name: DATASETS})
         if not found and not others:
             raise BenchError(f"plugin file '{path}' defines no pruning_bench.Method subclass with a `name`, "
                              "no @register_model builder and no @register_dataset loader")
         for cls in found:
-            self.register(cls, origin=str(path))
+            self.register(cls, origin=origin)
         return [cls.name for cls in found]
 
 
@@ -90,8 +99,8 @@ def import_plugin_file(path: Path) -> ModuleType:
 
 
 def default_registry(plugin_files: tuple[str, ...] | list[str] = ()) -> MethodRegistry:
+    """The installed methods (entry points, imported on demand) and those of ``plugin_files``."""
     registry = MethodRegistry()
-    registry.load_entry_points()
     for path in plugin_files:
         registry.load_file(path)
     return registry
