@@ -17,7 +17,7 @@ from pruning_bench.methods.swamp import SWAMP, SWAMPParams
 
 from pruning_bench.cli import main
 from pruning_bench.core.training import StepState, TrainCallback
-from pruning_bench.pruning.iterative import samples_between
+from pruning_bench.pruning.round_plan import samples_between
 
 
 def test_default_plans_keep_the_methods_and_small_budgets_do_not_fit(tmp_path):

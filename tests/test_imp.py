@@ -11,7 +11,7 @@ from pruning_bench.methods.imp import IMP, IMPParams
 from pruning_bench.core.budget import BudgetExceeded, DoesNotFit
 from pruning_bench.core.training import StepState, TrainCallback
 from pruning_bench.errors import BenchError
-from pruning_bench.pruning.iterative import plan_cost, plan_rounds, round_sparsities, samples_between
+from pruning_bench.pruning.round_plan import plan_cost, plan_rounds, round_sparsities, samples_between
 
 
 class LRProbe(TrainCallback):

@@ -12,7 +12,7 @@ from pruning_bench.methods.imp import IMP, IMPParams
 from pruning_bench.methods.swamp import SWAMP, SWACollector, SWAMPParams, average_parameters, swa_points
 
 from pruning_bench.core.training import StepState, TrainCallback, recalibrate_bn
-from pruning_bench.pruning.iterative import samples_between
+from pruning_bench.pruning.round_plan import samples_between
 
 
 def spy_train(ctx, record: list) -> None:

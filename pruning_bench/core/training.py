@@ -12,10 +12,8 @@ Each step is charged to the budget meter before it runs: its samples, and its FL
 forward per sample, or 2 x the masked forward + the dense forward on a step where a callback declares
 it uses the dense gradient (:meth:`TrainCallback.dense_gradient`; RigL App. H). Under ``equal`` in the
 ``flops`` and ``seconds`` units a run ends at the first step that would pass the limit
-(``TrainResult.stopped_at_limit``). In ``seconds`` a run planned from the calibrated step time re-plans
-its length after its first tenth (at least 10 steps), at half and at four fifths of its current length,
-each time from its own steps measured since the last re-plan, so that it spends the seconds it was planned to take; a schedule that
-ends with the run is stretched or shortened with it.
+(``TrainResult.stopped_at_limit``); in ``seconds`` a run re-plans its length from its own measured steps
+(:class:`~pruning_bench.core.loop_state.SecondsPacer`).
 
 The schedule position (``start_step`` of a ``schedule_steps`` run) and the data position
 (``data_start``) are separate: a fine-tune that restarts its learning-rate schedule continues the data
