@@ -25,6 +25,22 @@ def spy_train(ctx, record: list) -> None:
     ctx.train = train
 
 
+def spy_load_average(method, seen: list) -> None:
+    """Record each (states, masks) the method averages into ``seen``, checking that pruned weights are zero
+    in every state."""
+    orig_load = method.load_average
+
+    def checked_load(c, states):
+        masks = {n: m.clone() for n, m in c.masks.masks.items()}
+        seen.append((states, masks))
+        for s in states:  # pruned weights are zero in every particle's SWA solution
+            for n, m in masks.items():
+                assert bool((s[n][~m] == 0).all())
+        orig_load(c, states)
+
+    method.load_average = checked_load
+
+
 def test_one_particle_without_swa_gives_imps_masks():
     imp_ctx = make_context(policy="native", epochs=1, sparsity=0.6)
     IMP(IMPParams(rewind_iters=2)).run(imp_ctx)
@@ -65,17 +81,7 @@ def test_particles_average_bn_recalibration_and_masks():
     calls: list = []
     spy_train(ctx, calls)
     seen: list = []
-    orig_load = method.load_average
-
-    def checked_load(c, states):
-        masks = {n: m.clone() for n, m in c.masks.masks.items()}
-        seen.append((states, masks))
-        for s in states:  # pruned weights are zero in every particle's SWA solution
-            for n, m in masks.items():
-                assert bool((s[n][~m] == 0).all())
-        orig_load(c, states)
-
-    method.load_average = checked_load
+    spy_load_average(method, seen)
     method.run(ctx)
     # rounds: 0 (dense), 1 (0.2), 2 (0.36), each of 3 particles, round 0 included (the paper's first cycle);
     # every particle's SWA solution is recalibrated and evaluated on its own, then the average
