@@ -10,7 +10,8 @@ the least important channels removed every few minibatches, then fine-tuning). R
 Algorithm (the harness's budget split; the paper starts from a trained network):
 1. Train the dense network for ``train_fraction`` of the budget.
 2. ``prune_steps`` times: train ``prune_fraction / prune_steps`` of the budget while accumulating each
-   prunable channel's importance per minibatch (a training-loop callback, no extra passes), average it,
+   prunable channel's importance per minibatch (a training-loop callback, no extra passes), average it
+   over the step's minibatches, carry it into a running average across steps (``momentum``, below),
    remove the lowest-importance channels globally until the parameter sparsity reaches its share of the
    target (linear in steps: target x i / prune_steps), never more than ``max_layer_prune`` of a layer's
    original channels (as slimming's cap; at least one is kept), and physically shrink the network
@@ -23,6 +24,13 @@ than planned, in the ``flops`` unit, stretches it). Each shrink starts a fresh o
 shapes change). The data stream continues through every phase. Where the paper removes a fixed number of
 neurons every K minibatches, the harness removes what its target schedule needs (same iterative
 principle, a fixed end point). Importance is not normalised per layer (the paper's FO-BN criterion).
+
+Momentum (follows the reference code; the paper does not describe it): ``pruning_engine.py`` averages the
+criterion across pruning steps, ``a_t = m * a_{t-1} + (1 - m) * c_t`` with ``c_t`` the mean over the
+minibatches since the last step and ``m = pruning_momentum`` = 0.9 in every shipped configuration; the
+first step takes ``c_1``. The reference zeroes pruned neurons in place, so their running average simply
+stops mattering; here the network is physically shrunk, so the running average of the channels a step
+keeps is carried over and that of the removed ones dropped. ``momentum = 0`` is the memoryless variant.
 """
 
 from __future__ import annotations
@@ -54,6 +62,7 @@ class TaylorParams:
     prune_fraction: float = 0.2     # the pruning phase (importance accumulated while training)
     prune_steps: int = 10           # pruning iterations
     max_layer_prune: float = 0.8    # at most this share of a layer's original channels is removed
+    momentum: float = 0.9           # running average of the importance across prune steps (reference)
 
     def validate(self) -> None:
         if not (self.train_fraction > 0 and self.prune_fraction > 0 and self.train_fraction + self.prune_fraction < 1):
@@ -62,6 +71,8 @@ class TaylorParams:
             raise ValueError(f"prune_steps must be >= 1, got {self.prune_steps}")
         if not 0 < self.max_layer_prune <= 1:
             raise ValueError(f"max_layer_prune must be in (0, 1], got {self.max_layer_prune}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
 
 
 class TaylorImportance(TrainCallback):
@@ -84,6 +95,14 @@ class TaylorImportance(TrainCallback):
         return {n: (t / max(self.batches, 1)).float().cpu() for n, t in self.total.items()}
 
 
+def carry_importance(running: dict[str, torch.Tensor] | None, current: dict[str, torch.Tensor],
+                     momentum: float) -> dict[str, torch.Tensor]:
+    """``momentum * running + (1 - momentum) * current`` per channel; the first step takes ``current``."""
+    if running is None or momentum == 0:
+        return current
+    return {bn: momentum * running[bn] + (1 - momentum) * current[bn] for bn in current}
+
+
 class TaylorChannels(Method):
     """Taylor FO-BN channel importance (Molchanov et al., CVPR 2019): iterative, physically shrunk."""
 
@@ -103,6 +122,7 @@ class TaylorChannels(Method):
         ctx.log("dense_val_acc", ctx.evaluate("val").acc)
         schedule = ctx.remaining_steps(start_step=data)  # pruning steps + fine-tune share one schedule
         position = 0
+        running: dict[str, torch.Tensor] | None = None  # the importance averaged across prune steps
         for i in range(1, p.prune_steps + 1):
             groups = channel_structure(ctx.model, ctx.data.input_shape, self.name).groups
             taylor = TaylorImportance(ctx.model, groups)
@@ -110,9 +130,10 @@ class TaylorChannels(Method):
             ctx.train(steps=steps, start_step=position, schedule_steps=schedule, data_start=data,
                       callbacks=[taylor], desc=f"taylor step {i}/{p.prune_steps}")
             data, position = data + steps, position + steps
-            keep = self._select(ctx, groups, taylor.importance(), original, total,
-                                ctx.target_sparsity * i / p.prune_steps)
+            running = carry_importance(running, taylor.importance(), p.momentum)
+            keep = self._select(ctx, groups, running, original, total, ctx.target_sparsity * i / p.prune_steps)
             ctx.replace_model(shrink(ctx.model, groups, keep))
+            running = {bn: running[bn][keep[bn]] for bn in running}  # the kept channels' averages, re-indexed
             ctx.log("taylor_sparsity", 1 - ctx.masks.total() / total, step=i)
         final = channel_structure(ctx.model, ctx.data.input_shape, self.name).groups
         log_channels_kept(ctx.log, {g.bn: g.channels for g in final}, original)

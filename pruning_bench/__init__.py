@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 # Bump when a change alters what a trial computes (training loop, measurements, method defaults):
 # it is part of every trial key, so finished trials of an older harness are not reused silently.
-RESULT_VERSION = "2"
+RESULT_VERSION = "3"
 
 _LAZY = {"Method": "pruning_bench.core.method", "Context": "pruning_bench.core.context",
          "TrainCallback": "pruning_bench.core.training", "register_model": "pruning_bench.plugins",
