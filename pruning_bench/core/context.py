@@ -5,9 +5,10 @@ A method never builds loaders, optimizers, devices, timers or MLflow calls itsel
 own work: it asks the Context. Every pass over training data goes through the Context and is charged to
 the budget meter in the budget's unit (``pruning_bench.core.budget``): training steps (``train``), scoring
 batches (``batches``), BN recalibration (``recalibrate_bn``). Evaluation is never charged. Plans are made
-in steps: ``remaining_steps``, ``steps_for_fraction`` and ``affordable_steps`` price steps exactly as the
-training loop will charge them (the current mask's FLOPs, a dense gradient where a callback declares one,
-the measured step time in the ``seconds`` unit).
+in steps: ``remaining_steps``, ``steps_for_fraction``, ``run_steps`` and ``affordable_steps`` price steps
+exactly as the training loop will charge them; the Context delegates them to its
+:class:`~pruning_bench.core.pricing.Pricing` (one per model). What a checkpoint holds besides the loop's
+state is captured and restored by :mod:`pruning_bench.core.resume`.
 """
 
 from __future__ import annotations
