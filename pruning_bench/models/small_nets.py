@@ -133,3 +133,26 @@ def digits_cnn(*, num_classes: int, input_shape: tuple[int, ...]) -> DigitsCNN:
 def smoke_cnn(*, num_classes: int, input_shape: tuple[int, ...]) -> SmokeCNN:
     """Build the tiny test CNN for signals of shape (C, L)."""
     return SmokeCNN(num_classes, input_shape)
+
+
+class LeNet300100(nn.Module):
+    """LeNet-300-100 (LeCun et al. 1998), the lottery-ticket paper's first network (Frankle & Carbin 2019,
+    §2): the flattened image through fully connected layers of 300 and 100 units with ReLU, then the
+    classifier; 266,200 weights for 28x28 inputs. No BatchNorm, so channel-pruning methods do not apply."""
+
+    def __init__(self, num_classes: int, input_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        features = 1
+        for size in input_shape:
+            features *= size
+        self.fc1, self.fc2 = nn.Linear(features, 300), nn.Linear(300, 100)
+        self.fc = nn.Linear(100, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.fc1(x.flatten(1)))
+        return self.fc(torch.relu(self.fc2(x)))
+
+
+def lenet_300_100(*, num_classes: int, input_shape: tuple[int, ...]) -> LeNet300100:
+    """Build LeNet-300-100 for images of shape (C, H, W)."""
+    return LeNet300100(num_classes, input_shape)
