@@ -107,10 +107,6 @@ class Context:
         """One sample's forward-only pass in the budget's unit."""
         return self.pricing.forward_cost_per_sample(sparsity)
 
-    def measured_seconds(self) -> tuple[float, float]:
-        """Seconds per sample of a training and of a forward pass (``seconds`` unit)."""
-        return self.pricing.measured_seconds()
-
     def measure_seconds_per_sample(self) -> float:
         """Median seconds per sample of a training step here (nothing charged)."""
         return self.pricing.measure_seconds_per_sample()
@@ -175,7 +171,7 @@ class Context:
             raise ValueError("give exactly one of epochs or steps")
         n = steps if steps is not None else self.epochs_to_steps(epochs)
         if self.budget.kind.clocked:
-            self.measured_seconds()  # the loop's first step-time estimate
+            self.pricing.measured_seconds()  # the loop's first step-time estimate
         call = self.checkpoints.begin_call({
             "steps": n, "start_step": start_step, "schedule_steps": schedule_steps, "data_seed": data_seed,
             "data_start": data_start, "label": label, "callbacks": [type(cb).__name__ for cb in callbacks]})

@@ -33,7 +33,6 @@ def _method_entry(kind: Kind, name: str, cls: Any, origin: str) -> type[Method]:
 
 #: Methods are the third kind of plugin, found like models and data sets (entry points, lazily, and files)
 METHOD = Kind("method", "pruning_bench.methods", (), False, "[method_params]", False, "", parse=_method_entry)
-ENTRY_POINT_GROUP = METHOD.group
 
 
 class MethodRegistry:
