@@ -12,7 +12,8 @@ Algorithm:
 1. Per-layer kept counts from ``distribution``: ``erk`` (Erdos-Renyi-Kernel, RigL §3; the default: the
    strong random baseline), ``uniform`` (every layer at the target; no layer kept dense), or ``csv``:
    exactly the kept counts of another trial's ``layer_sparsity.csv`` artifact (``layers_from``), i.e.
-   that method's layer-wise densities with the weights inside each layer chosen at random.
+   that method's layer-wise densities with the weights inside each layer chosen at random (the
+   mechanism of the ``shuffle[source=M]`` control, which reads M's table from the same plan).
 2. A uniformly random mask per layer with exactly those counts (``ctx.generator``), fixed for training.
 3. Train the sparse network for the whole budget (in the ``flops`` unit its cheaper steps buy more of
    them, like SNIP and RigL).
@@ -20,15 +21,13 @@ Algorithm:
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 from pruning_bench.core.context import Context
 from pruning_bench.core.masks import random_masks
 from pruning_bench.core.method import Method
-from pruning_bench.errors import BenchError
+from pruning_bench.core.source import layer_counts, read_layer_table
 from pruning_bench.pruning.layer_densities import keep_counts, layer_densities
 
 DISTRIBUTIONS = ("erk", "uniform", "csv")
@@ -46,24 +45,6 @@ class RandomParams:
             raise ValueError("distribution 'csv' needs layers_from (a layer_sparsity.csv path), and only it")
 
 
-def counts_from_csv(path: str, shapes: dict[str, tuple[int, ...]]) -> dict[str, int]:
-    """Kept weights per layer from a ``layer_sparsity.csv`` artifact, checked against this model."""
-    file = Path(path)
-    if not file.is_file():
-        raise BenchError(f"random: layers_from '{path}' is not a file; give a layer_sparsity.csv artifact")
-    with file.open(newline="") as fh:
-        rows = {r["layer"]: r for r in csv.DictReader(fh)}
-    if set(rows) != set(shapes):
-        raise BenchError(f"random: {path} lists layers {sorted(rows)}, this model has {sorted(shapes)}")
-    counts = {}
-    for name, shape in shapes.items():
-        if rows[name]["shape"] != "x".join(map(str, shape)):
-            raise BenchError(f"random: {path} gives {name} shape {rows[name]['shape']}, this model "
-                             f"{'x'.join(map(str, shape))} (a physically shrunk model cannot be copied)")
-        counts[name] = int(rows[name]["nonzero"])
-    return counts
-
-
 class RandomPruning(Method):
     """Random pruning at init with ERK, uniform or copied layer-wise densities (the sanity baseline)."""
 
@@ -74,7 +55,7 @@ class RandomPruning(Method):
         p: RandomParams = self.params
         shapes = {n: tuple(w.shape) for n, w in ctx.masks.params.items()}
         if p.distribution == "csv":
-            counts = counts_from_csv(p.layers_from, shapes)
+            counts = layer_counts(read_layer_table(p.layers_from, who="random"), shapes, who="random")
         else:
             densities = layer_densities(p.distribution, shapes, ctx.target_sparsity)
             total_keep = round((1 - ctx.target_sparsity) * sum(math.prod(s) for s in shapes.values()))

@@ -41,3 +41,18 @@ def test_ray_address_without_the_ray_executor_is_a_one_line_error(tmp_path):
     result = CliRunner().invoke(main, [*ARGS, "--ray-address", "auto", "--results-dir", str(tmp_path)])
     assert result.exit_code == 2 and "needs --executor ray" in result.output
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_ray_runs_each_control_after_its_source(local_ray, tmp_path):
+    from tests.test_control_plans import SMOKE_PLAN, _ran_after_sources
+
+    args = ["run", "--suite", "smoke", "--methods", SMOKE_PLAN, "--sparsities", "0.5", "--seeds", "0,1",
+            "--budgets", "fit", "--epochs", "2", "--threads", "1", "--no-progress", "--executor", "ray",
+            "--results-dir", str(tmp_path)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    runs = load_runs(f"sqlite:///{tmp_path}/mlflow.db", "smoke")
+    runs = runs[runs["tags.trial_key"].notna()]
+    assert len(runs) == 10 and (runs["tags.outcome"] == "finished").all()
+    _ran_after_sources(runs)
+    assert "n.s. vs imp" in result.output or "< imp" in result.output or "> imp" in result.output

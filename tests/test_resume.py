@@ -3,9 +3,13 @@ uninterrupted run ends (weights, masks, budget spent, per-round logs)."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from conftest import make_context
+from pruning_bench.methods.network_slimming import NetworkSlimming
+from test_controls import magnitude_source, source_of, with_factory
 
 from pruning_bench.core.resume import CallCheckpoint, TrialCheckpoints
 from pruning_bench.core.training import TrainCallback
@@ -26,6 +30,8 @@ def _run(name: str, checkpoint_dir, *, crash_after: int | None = None, monkeypat
     cls = default_registry().get(name)
     ctx = make_context(policy="native", epochs=1, sparsity=0.5, checkpoint_dir=checkpoint_dir,
                        checkpoint_seconds=0.0 if checkpoint_dir else 300.0, params=None)
+    if cls.control:  # a control trains from its source's result: a shrunk one for scratch
+        ctx.source, ctx.models = _source(structured=name == "scratch"), with_factory(ctx).models
     saves = {"n": 0}
     if monkeypatch is not None:
         original = CallCheckpoint.save
@@ -36,8 +42,18 @@ def _run(name: str, checkpoint_dir, *, crash_after: int | None = None, monkeypat
             if crash_after is not None and saves["n"] == crash_after:
                 raise Crash
         monkeypatch.setattr(CallCheckpoint, "save", counting)
-    cls(cls.parse_params(FAST.get(name, {}))).run(ctx)
+    cls(cls.parse_params(FAST.get(name, {"source": "snip"} if cls.control else {}))).run(ctx)
     return ctx, saves["n"]
+
+
+@functools.cache
+def _source(structured: bool):
+    """A control's source result, the same in every run: magnitude-pruned, or physically slimmed."""
+    if not structured:
+        return magnitude_source(sparsity=0.5)
+    slim = make_context(epochs=1, sparsity=0.5)
+    NetworkSlimming().run(slim)
+    return source_of(slim, "network_slimming", structured=True)
 
 
 def _same(a, b) -> None:

@@ -195,12 +195,29 @@ def _method_specs(suite: Suite, registry: MethodRegistry, methods: str | None) -
             raise BenchError(f"{suite.source}: [method_params.{name}] names no registered method; "
                              f"known: {', '.join(registry.names())}")
     names = split_items(methods) if methods else list(suite.methods)
-    if names == ["all"]:
-        names = registry.names()
+    if names == ["all"]:  # every method that stands alone (a control needs source=M)
+        names = [n for n in registry.names() if not registry.get(n).control]
     if not names:
         raise BenchError(f"no methods given and suite '{suite.name}' names none; known: {', '.join(registry.names())}")
-    return [MethodSpec(registry.get(name), overrides)
-            for name, overrides in (parse_method_spec(n) for n in dict.fromkeys(names))]
+    specs = [MethodSpec(registry.get(name), overrides)
+             for name, overrides in (parse_method_spec(n) for n in dict.fromkeys(names))]
+    return specs + _missing_sources(suite, registry, specs)
+
+
+def _missing_sources(suite: Suite, registry: MethodRegistry, specs: Sequence[MethodSpec]) -> list[MethodSpec]:
+    """The sources of the plan's controls that ``--methods`` does not name (``reinit[source=imp]`` alone
+    runs ``imp`` too): each added with the suite's parameters, and said on stderr."""
+    from pruning_bench.plan.trial import MethodSpec
+
+    have = {spec.cls.name for spec in specs if not spec.overrides}
+    added = []
+    for spec in specs:
+        name = spec.cls.source_of(spec.params(suite))
+        if name and name not in have:
+            have.add(name)
+            added.append(MethodSpec(registry.get(name)))
+            click.echo(f"Adding {name}: the source of {spec.cls.name}[source={name}].", err=True)
+    return added
 
 
 def _method_maker(registry: MethodRegistry) -> Callable[[Trial], Method]:

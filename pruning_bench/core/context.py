@@ -24,6 +24,7 @@ from torch import nn
 from pruning_bench.core.budget import TRAIN_FLOPS_PER_FORWARD, BudgetMeter
 from pruning_bench.core.flops import FlopProfile, profile_flops
 from pruning_bench.core.masks import MaskSet
+from pruning_bench.core.model_factory import ModelFactory
 from pruning_bench.core.pricing import Pricing
 from pruning_bench.core.recipe import MIN_ROUND_SHARE, Recipe
 from pruning_bench.core.resume import (
@@ -34,6 +35,7 @@ from pruning_bench.core.resume import (
     read_checkpoint,
     restore,
 )
+from pruning_bench.core.source import SourceResult
 from pruning_bench.core.training import (
     EvalResult,
     TrainCallback,
@@ -54,8 +56,13 @@ class Context:
                  checkpoint_dir: Path | None = None, log_fn: Callable[[str, float, int | None], None] | None = None,
                  series_fn: Callable[[str, list[tuple[int, float]]], None] | None = None,
                  progress: bool = True, min_round_epochs: float | None = None,
-                 checkpoint_seconds: float = DEFAULT_EVERY_SECONDS) -> None:
+                 checkpoint_seconds: float = DEFAULT_EVERY_SECONDS, source: SourceResult | None = None,
+                 models: ModelFactory | None = None) -> None:
         self.data, self.recipe, self.budget = data, recipe, meter
+        #: a control's source trial (:mod:`pruning_bench.core.source`); None for every other method
+        self.source = source
+        #: fresh models of this architecture (:mod:`pruning_bench.core.model_factory`), for re-initialising
+        self.models = models
         self.target_sparsity, self.params, self.seed, self.device = target_sparsity, params, seed, device
         self.checkpoint_dir = checkpoint_dir
         #: mid-trial checkpoints of every training call; a rerun replays the method through them

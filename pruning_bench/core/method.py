@@ -38,6 +38,8 @@ class Method:
     prunes: ClassVar[bool] = True
     structured: ClassVar[bool] = False
     granularity: ClassVar[str] = ""  # "" = "structured" if ``structured`` else "unstructured"
+    #: a control of another method's trial (``reinit``, ``shuffle``, ``scratch``): needs ``source=M``
+    control: ClassVar[bool] = False
 
     @classmethod
     def granularity_of(cls) -> str:
@@ -73,6 +75,13 @@ class Method:
             except (ValueError, TypeError) as err:
                 raise BenchError(f"{where}method '{cls.name}': {err}") from None
         return params
+
+    @classmethod
+    def source_of(cls, params: Any) -> str:
+        """The method whose trial this one controls (``reinit[source=imp]`` -> ``imp``); '' for a method
+        that stands alone. A control runs after its source's trial of the same cell and seed and reads
+        that trial's result as ``ctx.source`` (:mod:`pruning_bench.core.source`)."""
+        return ""
 
     def min_budget_epochs(self, setting: PlanSetting) -> float:
         """The smallest budget, in dense-equivalent epochs of the training set, at which this method runs

@@ -78,6 +78,26 @@ def _signal_workers(pool: ProcessPoolExecutor, signum: int) -> None:
                 os.kill(process.pid, signum)
 
 
+class _Gate:
+    """Hands out jobs whose ``after`` keys (a control's source trial) have all ended, in job order."""
+
+    def __init__(self, jobs: Sequence[TrialJob]) -> None:
+        self.jobs, self.waiting, self.done = jobs, list(range(len(jobs))), set()
+
+    def ready(self) -> list[int]:
+        out = [i for i in self.waiting if all(k in self.done for k in self.jobs[i].after)]
+        self.waiting = [i for i in self.waiting if i not in out]
+        return out
+
+    def ended(self, job: TrialJob) -> None:
+        self.done.add(job.trial.key)
+
+    def stranded(self) -> Iterator[tuple[int, JobOutcome]]:
+        """Jobs left waiting for a key no job of the run had (never expected: the sweep only names keys it runs)."""
+        for i in self.waiting:
+            yield i, JobOutcome("failed", detail=f"waited for trials that never ran: {', '.join(self.jobs[i].after)}")
+
+
 class ProcessExecutor:
     """``workers`` spawned processes (CUDA-safe; each imports the package once and keeps it)."""
 
@@ -90,28 +110,35 @@ class ProcessExecutor:
                                  initializer=_die_with_parent) as pool, \
                 stopping.handling(interrupt_now=True, on_signal=lambda _: _signal_workers(pool, signal.SIGTERM),
                                   on_second=lambda _: _signal_workers(pool, signal.SIGKILL)):
-            running: dict[Future, int] = {pool.submit(run_job, job): i for i, job in enumerate(jobs)}
+            gate = _Gate(jobs)
+            running: dict[Future, int] = {}
             try:
-                while running:
+                while True:
+                    running.update({pool.submit(run_job, jobs[i]): i for i in gate.ready()})
+                    if not running:
+                        break
                     finished, _ = wait(running, return_when=FIRST_COMPLETED)
                     for future in finished:
                         i = running.pop(future)
+                        gate.ended(jobs[i])
                         try:
                             yield i, future.result()
                         except KeyboardInterrupt:
                             raise
                         except Exception as err:  # the worker process itself died
                             yield i, JobOutcome("failed", detail=f"worker died: {type(err).__name__}: {err}")
+                yield from gate.stranded()
             except BaseException:  # every worker stops at its next step, with a checkpoint, then exits
                 _signal_workers(pool, signal.SIGTERM)
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
 
 
-def _run_job_in_ray_task(job: TrialJob) -> JobOutcome:
+def _run_job_in_ray_task(job: TrialJob, *_after: JobOutcome) -> JobOutcome:
     """A Ray task: ``ray.cancel`` raises SIGINT's Python handler in the task's process, so with
     :mod:`pruning_bench.stopping`'s handler installed a cancelled trial stops at its next training step
-    with a checkpoint, as a ``--jobs`` worker does, instead of wherever the interrupt lands."""
+    with a checkpoint, as a ``--jobs`` worker does, instead of wherever the interrupt lands. ``_after``
+    are the outcomes of the trials it waits for (Ray starts it once those tasks have ended)."""
     with stopping.handling(interrupt_now=False):
         return run_job(job)
 
@@ -143,7 +170,11 @@ class RayExecutor:
         # max_calls=0: keep worker processes (and what they loaded) across tasks, GPU tasks too
         task = ray.remote(max_calls=0)(_run_job_in_ray_task).options(num_cpus=self.cpus, num_gpus=self.gpus,
                                                                      max_retries=0)
-        pending = {task.remote(job): i for i, job in enumerate(jobs)}
+        refs: dict[str, object] = {}  # trial key -> its task, for the controls that wait for it
+        pending = {}
+        for i, job in enumerate(jobs):  # the sweep orders a control after its source
+            ref = task.remote(job, *(refs[k] for k in job.after if k in refs))
+            refs[job.trial.key], pending[ref] = ref, i
         with stopping.handling(interrupt_now=True):  # then the tasks are cancelled: recorded KILLED
             try:
                 while pending:

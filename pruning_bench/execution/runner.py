@@ -27,7 +27,9 @@ from pruning_bench.core.budget import BudgetMeter, DoesNotFit
 from pruning_bench.core.context import Context
 from pruning_bench.core.latency import measure_latency
 from pruning_bench.core.method import Method
+from pruning_bench.core.model_factory import ModelFactory
 from pruning_bench.core.resume import DEFAULT_EVERY_SECONDS, CheckpointMismatch, TrialCheckpoints
+from pruning_bench.core.source import MASKS_ARTIFACT, SourceResult, save_masks
 from pruning_bench.core.units import UNITS
 from pruning_bench.data import load_dataset
 from pruning_bench.errors import BenchError
@@ -39,10 +41,11 @@ from pruning_bench.execution.measurements import (
     semi_structured_measurement,
     write_layer_table,
 )
-from pruning_bench.models import build_model
+from pruning_bench.models import build_model, initialize
 from pruning_bench.plan.trial import Trial
 from pruning_bench.tracking.claims import Heartbeat
 from pruning_bench.tracking.remote_checkpoints import RemoteCheckpoints, remote_checkpoints
+from pruning_bench.tracking.sources import load_source
 from pruning_bench.tracking.tracker import Tracker, flatten, git_commit
 
 
@@ -102,6 +105,12 @@ def run_trial(trial: Trial, method_cls: type[Method], *, tracker: Tracker, paren
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)  # CUDA events, default streams and cuDNN all follow the current device
     tags = trial_tags(trial, method_cls, device)
+    source = None
+    if trial.source_key:  # a control: its source's result, or why there is none (nothing is recorded)
+        source = load_source(tracker, method_cls.source_of(trial.params), trial.source_key)
+        if isinstance(source, str):
+            return TrialResult(trial, "", {}, "no_source", source)
+        tags["source_run_id"] = source.run_id
     claim = tracker.claim_run(trial.label(), trial.key, tags=tags, parent_id=parent_id, rerun=rerun)
     if claim.run_id is None:
         return TrialResult(trial, "", {}, "skipped", claim.reason)
@@ -122,14 +131,14 @@ def run_trial(trial: Trial, method_cls: type[Method], *, tracker: Tracker, paren
             try:
                 result = _run_in(run_id, trial, method_cls, tracker=tracker, checkpoint_dir=checkpoints,
                                  device=device, save_model=save_model, progress=progress,
-                                 checkpoint_seconds=checkpoint_seconds, mirror=mirror)
+                                 checkpoint_seconds=checkpoint_seconds, mirror=mirror, source=source)
             except CheckpointMismatch as err:  # the method changed since its checkpoints: start afresh
                 print(f"warning: {trial.label()}: checkpoints do not match this run ({err}); starting afresh",
                       file=sys.stderr)
                 shutil.rmtree(checkpoints, ignore_errors=True)
                 result = _run_in(run_id, trial, method_cls, tracker=tracker, checkpoint_dir=checkpoints,
                                  device=device, save_model=save_model, progress=progress,
-                                 checkpoint_seconds=checkpoint_seconds, mirror=mirror)
+                                 checkpoint_seconds=checkpoint_seconds, mirror=mirror, source=source)
         except BaseException:
             tracker.set_tag(run_id, "outcome", "failed")
             raise
@@ -152,7 +161,8 @@ def trial_tags(trial: Trial, method_cls: type[Method], device: torch.device) -> 
         "harness_version": pruning_bench.__version__, "result_version": pruning_bench.RESULT_VERSION,
         "model": suite.model.name, "dataset": suite.dataset.name,
         "code_harness": harness_hash(), "code_plugins": plugin_code(method_cls, suite.model.name, suite.dataset.name),
-    }
+    } | ({"control_source": method_cls.source_of(trial.params), "source_key": trial.source_key}
+         if trial.source_key else {})
 
 
 def trial_params(trial: Trial) -> dict[str, str]:
@@ -165,12 +175,12 @@ def trial_params(trial: Trial) -> dict[str, str]:
 
 def _run_in(run_id: str, trial: Trial, method_cls: type[Method], *, tracker: Tracker, checkpoint_dir: Path,
             device: torch.device, save_model: bool, progress: bool, checkpoint_seconds: float,
-            mirror: RemoteCheckpoints | None = None) -> TrialResult:
+            mirror: RemoteCheckpoints | None = None, source: SourceResult | None = None) -> TrialResult:
     """The trial inside its MLflow run: data, model, the method, then the measurements (or its
     does-not-fit record)."""
     seed_everything(trial.seed)
     ctx = build_context(run_id, trial, tracker=tracker, checkpoint_dir=checkpoint_dir, device=device,
-                        progress=progress, checkpoint_seconds=checkpoint_seconds)
+                        progress=progress, checkpoint_seconds=checkpoint_seconds, source=source)
     meter = ctx.budget
     if mirror is not None:  # every checkpoint file also goes to the tracking server
         ctx.checkpoints.on_write = mirror.upload
@@ -216,20 +226,23 @@ def _run_in(run_id: str, trial: Trial, method_cls: type[Method], *, tracker: Tra
 
 
 def build_context(run_id: str, trial: Trial, *, tracker: Tracker, checkpoint_dir: Path, device: torch.device,
-                  progress: bool, checkpoint_seconds: float) -> Context:
-    """The trial's data, model and budget meter in the Context its method runs in; what the method logs
-    goes to ``run_id``."""
+                  progress: bool, checkpoint_seconds: float, source: SourceResult | None = None) -> Context:
+    """The trial's data, model and budget meter in the Context its method runs in (with a control's
+    ``source``); what the method logs goes to ``run_id``."""
     suite = trial.suite
     data = load_dataset(suite.dataset.name, seed=trial.seed, val_fraction=suite.dataset.val_fraction,
                         data_dir=suite.dataset.data_dir, download=suite.dataset.download,
                         options=suite.dataset.options)
-    model = build_model(suite.model.name, num_classes=data.num_classes, input_shape=data.input_shape,
-                        options=suite.model.options)
+    models = ModelFactory(build=lambda: build_model(suite.model.name, num_classes=data.num_classes,
+                                                    input_shape=data.input_shape, options=suite.model.options),
+                          initialize=initialize)
+    model = models.build()
     meter = make_meter(trial, data.n_train)
     return Context(model=model, data=data, recipe=trial.suite.recipe, meter=meter,
                    target_sparsity=trial.target_sparsity, params=trial.params, seed=trial.seed,
                    device=device, checkpoint_dir=checkpoint_dir, progress=progress,
                    min_round_epochs=trial.suite.budget.min_round, checkpoint_seconds=checkpoint_seconds,
+                   source=source, models=models,
                    log_fn=lambda k, v, s: tracker.log_metric(run_id, k, v, s),
                    series_fn=lambda k, points: tracker.log_series(run_id, k, points))
 
@@ -240,6 +253,8 @@ def log_outputs(ctx: Context, tracker: Tracker, run_id: str, *, save_model: bool
         table = Path(tmp) / "layer_sparsity.csv"
         write_layer_table(ctx, table)
         tracker.log_artifact(run_id, table)
+        save_masks(ctx.masks.masks, Path(tmp) / MASKS_ARTIFACT)  # what a reinit/shuffle control reads back
+        tracker.log_artifact(run_id, Path(tmp) / MASKS_ARTIFACT)
         if save_model:
             weights = Path(tmp) / "model.pt"
             torch.save({"state_dict": ctx.model.state_dict(), "masks": ctx.masks.masks}, weights)

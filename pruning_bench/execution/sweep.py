@@ -179,6 +179,8 @@ def _tally(counts: dict[str, int], seconds: float) -> str:
             + (f"; {counts['does_not_fit']} did not fit their budget (recorded with the budget they need)"
                if counts["does_not_fit"] else "")
             + (f"; {counts['skipped']} skipped (finished or running elsewhere)" if counts["skipped"] else "")
+            + (f"; {counts['no_source']} controls not run (no finished source; the same command runs them "
+               "once it has one)" if counts["no_source"] else "")
             + (f"; {failed} FAILED" if failed else "") + ".")
 
 
@@ -206,6 +208,8 @@ def _run_pending(pending: Sequence[Trial], options: SweepOptions, dev: torch.dev
     from pruning_bench.execution.executor import make_executor
     from pruning_bench.execution.runner import summary_line
 
+    pending = sorted(pending, key=lambda t: bool(t.source_key))  # controls after every source
+    keys = {t.key for t in pending}
     n = len(pending)
     bar = tqdm(total=n, desc="trials", unit="trial", position=0, disable=None if options.progress else True)
     say = tqdm.write if not bar.disable else echo
@@ -234,7 +238,8 @@ def _run_pending(pending: Sequence[Trial], options: SweepOptions, dev: torch.dev
                      parent_id=parent_id, results_dir=str(results_dir), device=ray_device or device_for(k, dev),
                      save_model=options.save_model, threads=options.threads, thread_share=share,
                      rerun=options.rerun, progress=options.progress and not parallel,
-                     checkpoint_seconds=options.checkpoint_seconds)
+                     checkpoint_seconds=options.checkpoint_seconds,
+                     after=(t.source_key,) if t.source_key in keys else ())
             for k, t in enumerate(pending)]
     counts = dict.fromkeys(OUTCOMES, 0)
     done = 0
@@ -254,6 +259,8 @@ def _describe(trial: Trial, outcome: JobOutcome, summary_line) -> str:
         return f"{trial.label()} FAILED: {outcome.detail}"
     if outcome.outcome == "skipped":
         return f"{trial.label()}: skipped, {outcome.detail}"
+    if outcome.outcome == "no_source":
+        return f"{trial.label()}: not run, {outcome.detail}"
     return summary_line(trial, outcome.metrics, outcome.outcome)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from pruning_bench.plan.trial import Trial
 
-OUTCOMES = ("finished", "does_not_fit", "failed", "skipped")
+OUTCOMES = ("finished", "does_not_fit", "failed", "skipped", "no_source")
 
 
 @dataclass(frozen=True)
@@ -38,11 +38,13 @@ class TrialJob:
     rerun: bool = False
     progress: bool = False
     checkpoint_seconds: float | None = None
+    after: tuple[str, ...] = ()        # trial keys of this sweep that must end first (a control's source)
 
 
 @dataclass
 class JobOutcome:
-    """What the driver learns of a job: ``finished``, ``does_not_fit``, ``failed`` or ``skipped``."""
+    """What the driver learns of a job: ``finished``, ``does_not_fit``, ``failed``, ``skipped`` or
+    ``no_source`` (a control whose source trial has no finished result; nothing recorded)."""
 
     outcome: str
     metrics: dict[str, float] = field(default_factory=dict)

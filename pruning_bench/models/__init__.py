@@ -29,15 +29,23 @@ from typing import Any
 from torch import nn
 
 from pruning_bench.errors import BenchError, unknown_choice
-from pruning_bench.models.cifar_resnet import cifar_resnet
-from pruning_bench.models.cifar_vgg import cifar_vgg
+from pruning_bench.models.cifar_resnet import CifarResNet, cifar_resnet, conv_init
+from pruning_bench.models.cifar_vgg import CifarVGG, cifar_vgg
 from pruning_bench.models.external import TIMM_PREFIX, TORCHVISION_PREFIX, build_timm, build_torchvision
-from pruning_bench.models.small_nets import digits_cnn, lenet_300_100, mnist1d_cnn, smoke_cnn
-from pruning_bench.models.wide_resnet import wide_resnet
+from pruning_bench.models.small_nets import (
+    MNIST1DCNN,
+    DigitsCNN,
+    SmokeCNN,
+    digits_cnn,
+    lenet_300_100,
+    mnist1d_cnn,
+    smoke_cnn,
+)
+from pruning_bench.models.wide_resnet import WideResNet, wide_resnet
 from pruning_bench.plugins import MODEL, Plugin, PluginTable, check_type
 
 __all__ = ["MODELS", "MODEL_DESCRIPTIONS", "available_models", "build_model", "builtin_model", "describe_models",
-           "model_options", "plugin_models"]
+           "initialize", "model_options", "plugin_models"]
 
 _IMAGE = "images (C, H, W), e.g. (3, 32, 32)"
 _SIGNAL = "1-D signals (C, L), e.g. (1, 40)"
@@ -194,3 +202,19 @@ def build_model(name: str, *, num_classes: int, input_shape: tuple[int, ...],
     if ":" not in name and (plugin := MODELS.get(name)) is not None:
         return _build_plugin(plugin, num_classes, input_shape, options)
     raise unknown_choice("model", name, {**MODEL_DESCRIPTIONS, **plugin_models()})
+
+
+_CONV_INIT = (CifarResNet, CifarVGG, WideResNet, MNIST1DCNN, DigitsCNN, SmokeCNN)  # built with conv_init
+
+
+def initialize(model: nn.Module) -> None:
+    """Draw every parameter of ``model`` (e.g. a physically shrunk copy) afresh as its builder does: each
+    layer's ``reset_parameters`` (PyTorch's fan-in defaults, at the layer's current size), then, for the
+    built-in networks, their ``conv_init``. For a timm, torchvision or plugin model only the layers'
+    defaults are re-applied, not a custom scheme of its own."""
+    for module in model.modules():
+        reset = getattr(module, "reset_parameters", None)
+        if callable(reset):
+            reset()
+    if isinstance(model, _CONV_INIT):
+        conv_init(model)

@@ -19,6 +19,7 @@ from pruning_bench import RESULT_VERSION
 from pruning_bench.core.method import Method
 from pruning_bench.core.steps import StepCounts
 from pruning_bench.core.units import unit_suffix
+from pruning_bench.errors import BenchError
 from pruning_bench.plan.fit import FIT, fit_multiples, level_name, needs_counts, training_counts
 from pruning_bench.plan.suite import Suite
 
@@ -36,6 +37,8 @@ class Trial:
     #: the budget levels of the plan this trial stands for ("2x", "fit"); not part of the key: a ``fit``
     #: level that resolves to 2x is the same experiment as the 2x level, run once
     budget_levels: tuple[str, ...] = ()
+    #: a control's source trial (same cell, seed and budget, method ``Method.source_of(params)``); '' if none
+    source_key: str = ""
 
     def config(self) -> dict[str, Any]:
         """The canonical, JSON-able description hashed into the key."""
@@ -49,7 +52,7 @@ class Trial:
             "budget_unit": self.budget_unit,
             "budget_multiple": round(self.budget_multiple, 6),
             "result_version": RESULT_VERSION,
-        }
+        } | ({"source_key": self.source_key} if self.source_key else {})
 
     @property
     def key(self) -> str:
@@ -132,40 +135,76 @@ def build_plan(suite: Suite, methods: Sequence[type[Method] | MethodSpec], spars
     each column's fit multiple. ``counts`` (the training set's steps) is read from the data set when a
     method needs it and it is not given. Trials that are the same experiment (the same key) are merged,
     keeping every level they stand for."""
-    params = params or {}
     unit = unit or suite.budget.unit
-    entries = []  # (class, params, target sparsities)
-    for entry in methods:
-        spec = entry if isinstance(entry, MethodSpec) else MethodSpec(entry)
-        p = params.get(spec.cls.name) if not spec.overrides else None
-        p = p or spec.params(suite)
-        entries.append((spec.cls, p, [float(s) for s in spec.cls.target_sparsities(p, sparsities)]))
+    entries = _entries(suite, methods, sparsities, params or {})
     levels = list(multiples or suite.budget.multiples)
     fit: dict[float, float] = {}
     if FIT in levels:
         columns: dict[float, list[Method]] = {}
-        for cls, p, targets in entries:
-            for target in targets if cls.prunes else ():
-                columns.setdefault(target, []).append(cls(p))
+        for e in entries:
+            for target in e.targets if e.cls.prunes else ():
+                columns.setdefault(target, []).append(e.cls(e.params))
         instances = [m for ms in columns.values() for m in ms]
         if counts is None and needs_counts(instances):
             counts = training_counts(suite, int(seeds[0]))
         fit = fit_multiples(suite, columns, counts)
     trials: dict[str, Trial] = {}
     for level in levels:
-        for cls, p, targets in entries:
-            for sparsity in targets:
-                for multiple in _multiples_at(level, sparsity, cls.prunes, fit):
+        for e in entries:
+            for sparsity in e.targets:
+                for multiple in _multiples_at(level, sparsity, e.cls.prunes, fit):
                     name = FIT if level == FIT else level_name(multiple)
                     for seed in seeds:
-                        trial = Trial(suite, cls.name, p, sparsity, int(seed), budget_policy, unit, float(multiple),
-                                      (name,))
+                        trial = Trial(suite, e.cls.name, e.params, sparsity, int(seed), budget_policy, unit,
+                                      float(multiple), (name,))
+                        if e.source is not None:  # a control: the key of its source's trial in this cell
+                            source = Trial(suite, e.source.cls.name, e.source.params, sparsity, int(seed),
+                                           budget_policy, unit, float(multiple))
+                            trial = dataclasses.replace(trial, source_key=source.key)
                         known = trials.get(trial.key)  # "0.5,0.50", "0,0" or fit = 2x: one experiment, run once
                         if known is not None and name not in known.budget_levels:
                             trials[trial.key] = dataclasses.replace(known, budget_levels=(*known.budget_levels, name))
                         elif known is None:
                             trials[trial.key] = trial
     return list(trials.values())
+
+
+@dataclass
+class _Entry:
+    """A method of the plan with its resolved parameters and target sparsities; a control's source entry."""
+
+    cls: type[Method]
+    params: Any
+    targets: list[float]
+    overridden: bool
+    source: _Entry | None = None
+
+
+def _entries(suite: Suite, methods: Sequence[type[Method] | MethodSpec], sparsities: Sequence[float],
+             params: dict[str, Any]) -> list[_Entry]:
+    """The plan's methods, controls last and each linked to its source (the same method with the suite's
+    parameters, which must be in the plan); a control runs at its source's target sparsities."""
+    entries = []
+    for entry in methods:
+        spec = entry if isinstance(entry, MethodSpec) else MethodSpec(entry)
+        p = (params.get(spec.cls.name) if not spec.overrides else None) or spec.params(suite)
+        entries.append(_Entry(spec.cls, p, [float(s) for s in spec.cls.target_sparsities(p, sparsities)],
+                              bool(spec.overrides)))
+    plain = {e.cls.name: e for e in entries if not e.overridden}
+    for e in entries:
+        name = e.cls.source_of(e.params)
+        if not name:
+            continue
+        label = f"{e.cls.name}[source={name}]"
+        source = plain.get(name)
+        if source is None:
+            raise BenchError(f"{label}: its source '{name}' is not in the plan; add it to --methods "
+                             f"(with the suite's parameters), e.g. {name},{label}")
+        if source.cls.source_of(source.params) or not source.cls.prunes:
+            what = "a control itself" if source.cls.source_of(source.params) else "a method that does not prune"
+            raise BenchError(f"{label}: '{name}' is {what}; a source must be a pruning method, e.g. imp or snip")
+        e.source, e.targets = source, list(source.targets)
+    return sorted(entries, key=lambda e: e.source is not None)
 
 
 def _multiples_at(level: float | str, sparsity: float, prunes: bool, fit: dict[float, float]) -> list[float]:

@@ -61,7 +61,8 @@ def cell_table(finished: pd.DataFrame, failed: pd.DataFrame, metric: str) -> pd.
         s = summarize(done["value"].tolist())
         base_epochs = (col(cell, "metrics.budget_epochs") / cell["multiple"]).dropna()
         rec = {"policy": policy, "unit": unit, "level": level, "budget_multiple": multiple, "method": row,
-               "base_method": _first(cell, fails, "method"), "target_sparsity": target, "metric": metric,
+               "base_method": _first(cell, fails, "method"), "source_method": _first(cell, fails, "source"),
+               "target_sparsity": target, "metric": metric,
                "mean": s.mean, "std": s.std, "n": s.n, "ci_low": s.ci_low, "ci_high": s.ci_high,
                "seeds": " ".join(str(int(x)) for x in sorted(done["seed"].dropna().unique())),
                "values": done.sort_values("seed")["value"].dropna().tolist(),
@@ -82,7 +83,8 @@ def cell_table(finished: pd.DataFrame, failed: pd.DataFrame, metric: str) -> pd.
         records.append(rec)
     table = pd.DataFrame.from_records(records)
     higher = higher_is_better(metric)
-    return _mark_vs_random(_mark_best(table, finished, higher), finished, higher)
+    table = _mark_vs_random(_mark_best(table, finished, higher), finished, higher)
+    return _mark_vs_source(table, finished, higher)
 
 
 def _select(frame: pd.DataFrame, where: dict) -> pd.DataFrame:
@@ -149,6 +151,29 @@ def _mark_vs_random(table: pd.DataFrame, finished: pd.DataFrame, higher: bool) -
                 continue
             better = (np.mean(mine) > np.mean(reference)) == higher
             table.loc[idx, "vs_random"] = "tied" if p >= ALPHA else "above" if better else "below"
+    return table
+
+
+def _mark_vs_source(table: pd.DataFrame, finished: pd.DataFrame, higher: bool) -> pd.DataFrame:
+    """Per budget level and target sparsity, each control row (``reinit [source=imp]``) against its
+    source's row of the same cell (the source method with the suite's parameters): ``vs_source`` is
+    ``below`` (the source beats its control, Welch p < ALPHA), ``tied`` or ``above``; empty for other rows
+    and where either side has fewer than two seeds."""
+    table["vs_source"] = ""
+    if table.empty or "source_method" not in table:
+        return table
+    for group, cells in _columns(table, finished):
+        for idx, rec in group[group["source_method"].astype(bool)].iterrows():
+            sources = sorted(group.loc[(group["base_method"] == rec["source_method"])
+                                       & ~group["source_method"].astype(bool), "method"], key=len)
+            if not sources or rec["n"] < 2:
+                continue
+            mine, reference = cells[rec["method"]], cells[sources[0]]
+            p = welch_p(mine, reference)
+            if math.isnan(p):
+                continue
+            better = (np.mean(mine) > np.mean(reference)) == higher
+            table.loc[idx, "vs_source"] = "tied" if p >= ALPHA else "above" if better else "below"
     return table
 
 

@@ -105,6 +105,7 @@ def prepare_runs(runs: pd.DataFrame, metric: str, budget_policy: str | None = No
     finished = runs["status"] == "FINISHED" if "status" in runs else pd.Series(True, index=runs.index)
     runs["outcome"] = col(runs, "tags.outcome", "").astype(str).where(
         col(runs, "tags.outcome", "").astype(str) != "", np.where(finished, "finished", "failed"))
+    runs["source"] = col(runs, "tags.control_source", "").fillna("").astype(str)  # a control's source method
     runs["structured"] = col(runs, "tags.structured", "0").astype(str) == "1"
     runs["granularity"] = col(runs, "tags.granularity", "").astype(str).where(
         col(runs, "tags.granularity", "").astype(str) != "", np.where(runs["structured"], "structured", "unstructured"))

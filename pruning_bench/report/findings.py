@@ -3,7 +3,8 @@ computed from the cells (:mod:`pruning_bench.report.cells`), so a report opens w
 
 Per budget level and target sparsity: the best row and the rows statistically tied with it; the rows
 that do not beat the random-pruning baseline; the comparisons the suite names (``[report] compare``,
-SWAMP vs IMP by default) with the difference, its Welch 95% interval and p; and the column's resolution:
+SWAMP vs IMP by default) with the difference, its Welch 95% interval and p; each control against its
+source (``imp`` − ``reinit [source=imp]``); and the column's resolution:
 the smallest difference its test could call significant with the seeds it has and the spread measured
 on it, and how many seeds would resolve one point.
 """
@@ -47,6 +48,7 @@ def findings(cells: pd.DataFrame, metric: str,
             finding = Finding(level, target)
             finding.lines += _leaders(column, scale)
             finding.lines += _versus_random(column, scale, unit)
+            finding.lines += _versus_source(column, scale, unit)
             finding.lines += [_comparison(column, a, b, scale, unit) for a, b in compare
                               if _row(column, a) is not None and _row(column, b) is not None]
             finding.lines.append(_resolution(column, scale, unit))
@@ -93,6 +95,22 @@ def _versus_random(column: pd.DataFrame, scale: float, unit: str) -> list[str]:
         verdict = "significantly below" if r["vs_random"] == "below" else "indistinguishable"
         items.append(f"{r['method']} ({d.diff * scale:+.2f}{unit}, p = {d.p:.2f}: {verdict})")
     return [f"No better than random pruning ({RANDOM_BASELINE} {baseline['mean'] * scale:.2f}): {', '.join(items)}."]
+
+
+def _versus_source(column: pd.DataFrame, scale: float, unit: str) -> list[str]:
+    """One line on the controls of the column: each source minus its control, with the Welch interval."""
+    if "vs_source" not in column:
+        return []
+    items = []
+    for _, r in column[column["vs_source"].astype(bool)].iterrows():
+        source = column[(column["base_method"] == r["source_method"]) & ~column["source_method"].astype(bool)]
+        source = source.loc[source["method"].str.len().sort_values().index].iloc[0]
+        d = welch_difference(source["values"], r["values"])
+        verdict = {"below": f"{source['method']} beats its control", "tied": "indistinguishable",
+                   "above": f"the control beats {source['method']}"}[r["vs_source"]]
+        items.append(f"{source['method']} − {r['method']} = {d.diff * scale:+.2f}{unit} "
+                     f"(95% CI {d.low * scale:+.2f} to {d.high * scale:+.2f}, p = {d.p:.3f}: {verdict})")
+    return [f"Controls: {'; '.join(items)}."] if items else []
 
 
 def _row(column: pd.DataFrame, method: str) -> pd.Series | None:

@@ -6,6 +6,7 @@ its legend.
 from __future__ import annotations
 
 import math
+import re
 
 import pandas as pd
 
@@ -23,9 +24,12 @@ LEGEND = ("Cells: mean ± sample std (n seeds) of the final model. **Bold ★** 
           "calls significant at p < 0.05 with the column's seeds and pooled spread; "
           "— = no run; 'needs ≥ N×' = the method's own schedule does not fit this budget (recorded, not run; "
           "N = the smallest multiple of the base run that fits). The _dense_ row is the unpruned baseline of "
-          "the same budget (target sparsity 0), repeated in every column as a reference and not ranked.")
+          "the same budget (target sparsity 0), repeated in every column as a reference and not ranked. "
+          "A control row (reinit, shuffle, scratch [source=M]) follows its source M and is marked '< M' when M "
+          "beats it, 'n.s. vs M' when Welch's test cannot tell them apart, '> M' when it beats M.")
 
 VERSUS_RANDOM = {"tied": "n.s. vs random", "below": "< random"}  # cells that do not beat the random baseline
+VERSUS_SOURCE = {"below": "< {source}", "tied": "n.s. vs {source}", "above": "> {source}"}  # a control vs its source
 
 
 def _fmt_cell(rec: pd.Series, scale: float) -> Cell:
@@ -42,14 +46,21 @@ def _fmt_cell(rec: pd.Series, scale: float) -> Cell:
     versus = VERSUS_RANDOM.get(rec.get("vs_random", ""))
     if versus:
         extra.append(versus)
+    if rec.get("vs_source", ""):
+        extra.append(VERSUS_SOURCE[rec["vs_source"]].format(source=rec["source_method"]))
     kind = "best" if rec["best"] else "tied" if rec["tied_with_best"] else "normal"
     return Cell(f"{text} ({'; '.join([str(int(rec['n'])), *extra])})", kind)
 
 
 def row_order(rows: list[str], references: set[str]) -> list[str]:
-    """Reference rows (dense) first, then the random-pruning sanity baseline, then methods alphabetically."""
-    return sorted(rows, key=lambda r: (r not in references, not r.startswith("dense"),
-                                       r.split(" ")[0] != "random", r))
+    """Reference rows (dense) first, then the random-pruning sanity baseline, then methods alphabetically,
+    each method's controls (``reinit [source=imp]``) right after it."""
+    def key(r: str) -> tuple:
+        source = re.search(r"\[source=([^],]+)", r)
+        anchor = source[1] if source else r
+        return (r not in references, not r.startswith("dense"), anchor.split(" ")[0] != "random", anchor,
+                source is not None, r)
+    return sorted(rows, key=key)
 
 
 def column_multiples(cells: pd.DataFrame) -> dict[float, float]:

@@ -55,7 +55,7 @@ class Report:
     def tidy_csv(self) -> pd.DataFrame:
         columns = ["method", "base_method", "policy", "unit", "level", "budget_multiple", "target_sparsity", "metric",
                    "mean", "std", "n", "ci_low", "ci_high", "best", "tied_with_best", "p_vs_best", "seeds",
-                   "vs_random", "n_failed", "n_does_not_fit", "min_budget_epochs", "min_budget_multiple", "structured"]
+                   "vs_random", "source_method", "vs_source", "n_failed", "n_does_not_fit", "min_budget_epochs", "min_budget_multiple", "structured"]
         columns += [f"{m}_mean" for m in COST_METRICS] + ["off_target", "emptied_layer_trials"]
         return self.cells.sort_values(["policy", "unit", "level", "budget_multiple", "target_sparsity", "method"])[
             columns].reset_index(drop=True)

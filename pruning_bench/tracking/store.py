@@ -81,7 +81,9 @@ def tracking_uri_scope(uri: str) -> Iterator[None]:
 
 
 def quiet_mlflow() -> None:
-    """Keep the INFO logging of MLflow and its database migrations off the terminal."""
+    """Keep the INFO logging of MLflow and its database migrations, and its artifact download bars (a
+    control reads its source's artifacts), off the terminal."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for name in ("alembic", "mlflow", "mlflow.store.db.utils", "mlflow.tracking"):
         logging.getLogger(name).setLevel(logging.WARNING)
 

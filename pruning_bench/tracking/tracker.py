@@ -142,6 +142,20 @@ class Tracker:
         return [ClaimView.of(r) for r in self.client.search_runs(
             [self.experiment_id], f"tags.trial_key = '{key}'", max_results=1000)]
 
+    def latest_finished(self, key: str) -> Any | None:
+        """The newest FINISHED run of a trial key (an MLflow ``Run``), or None."""
+        runs = self.client.search_runs([self.experiment_id],
+                                       f"tags.trial_key = '{key}' and attributes.status = 'FINISHED'",
+                                       max_results=1, order_by=["attributes.start_time DESC"])
+        return runs[0] if runs else None
+
+    def download(self, run_id: str, artifact: str, into: Path) -> Path | None:
+        """Download one artifact of a run into ``into``; None when the run has no such artifact."""
+        names = {Path(f.path).name for f in self.client.list_artifacts(run_id)}
+        if artifact not in names:
+            return None
+        return Path(self.client.download_artifacts(run_id, artifact, str(into)))
+
     def claim_run(self, name: str, key: str, *, tags: Mapping[str, str], parent_id: str | None,
                   rerun: bool = False) -> Claim:
         """Claim ``key`` with a RUNNING run named ``name`` (see :mod:`pruning_bench.tracking.claims`)."""
