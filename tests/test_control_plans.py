@@ -106,3 +106,29 @@ def test_a_control_whose_source_did_not_fit_or_never_finished_is_not_run_and_say
                        results_dir=tmp_path, device=torch.device("cpu"), progress=False)
     assert result.outcome == "no_source" and result.run_id == ""
     assert f"source imp (key {control.source_key}) has not finished: it has no run in this store" in result.detail
+
+
+def test_each_control_is_marked_against_its_source_in_the_same_cell_by_welch():
+    from scipy import stats
+    from test_report_ranking import synthetic_runs
+
+    from pruning_bench.report.publish import build_report, leaderboards_markdown
+
+    imp = [0.90, 0.91, 0.92]
+    runs = synthetic_runs({("imp", 0.9): imp, ("reinit", 0.9): [0.80, 0.81, 0.82],  # clearly below imp
+                           ("shuffle", 0.9): [0.905, 0.915, 0.90],                  # indistinguishable
+                           ("scratch", 0.9): [0.95, 0.96, 0.97], ("snip", 0.9): [0.5, 0.51, 0.52]})
+    control = runs["tags.method"].isin(["reinit", "shuffle", "scratch"])
+    runs.loc[control, "tags.control_source"] = "imp"
+    runs.loc[control, "tags.method_variant"] = "source=imp"
+    assert stats.ttest_ind([0.905, 0.915, 0.90], imp, equal_var=False).pvalue >= 0.05
+    report = build_report(runs, "synthetic")
+    marks = report.cells.set_index("method")["vs_source"].to_dict()
+    assert marks == {"imp": "", "reinit [source=imp]": "below", "shuffle [source=imp]": "tied",
+                     "scratch [source=imp]": "above", "snip": ""}
+    lines = [line for line in leaderboards_markdown(report).splitlines() if line.startswith("| ")]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines][1:]
+    assert [r[0] for r in rows[:4]] == ["imp", "reinit [source=imp]", "scratch [source=imp]", "shuffle [source=imp]"]
+    cells = {r[0]: r[1] for r in rows}
+    assert cells["reinit [source=imp]"].endswith("(3; < imp)") and "n.s. vs imp" in cells["shuffle [source=imp]"]
+    assert "> imp" in cells["scratch [source=imp]"] and "imp" not in cells["snip"]

@@ -27,7 +27,7 @@ def load_source(tracker: Tracker, method: str, key: str) -> SourceResult | str:
     name = f"{method} (key {key})"
     if run is None:
         states = sorted({v.status for v in tracker.runs_with_key(key)})
-        why = f"its runs ended {'/'.join(states)}" if states else "it has no run in this store"
+        why = f"its runs are {'/'.join(states)}" if states else "it has no run in this store"
         return f"source {name} has not finished: {why}; run the command again once it has"
     tags = run.data.tags
     if tags.get("outcome") == "does_not_fit":
