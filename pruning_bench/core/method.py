@@ -46,6 +46,15 @@ class Method:
         return cls.granularity or ("structured" if cls.structured else "unstructured")
 
     @classmethod
+    def granularity_for(cls, params: Any) -> str:
+        """A trial's granularity with ``params``: :meth:`granularity_of`, except that the N:M variant of an
+        unstructured method (parameters ``n`` and ``m`` > 0, e.g. ``sparsegpt[n=2,m=4]``) is
+        ``semi_structured``."""
+        if cls.granularity_of() == "unstructured" and getattr(params, "n", 0) and getattr(params, "m", 0):
+            return "semi_structured"
+        return cls.granularity_of()
+
+    @classmethod
     def target_sparsities(cls, params: Any, requested: Sequence[float]) -> list[float]:
         """The target sparsities this method runs at, given the requested ones: all of them; only 0 for a
         method that does not prune; a method with a fixed sparsity (N:M) returns its own."""

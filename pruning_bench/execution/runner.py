@@ -155,8 +155,8 @@ def trial_tags(trial: Trial, method_cls: type[Method], device: torch.device) -> 
         "trial_key": trial.key, "method": trial.method, "suite": suite.name, "seed": str(trial.seed),
         "target_sparsity": f"{trial.target_sparsity:g}", "budget_policy": trial.budget_policy,
         "budget_unit": trial.budget_unit, "budget_multiple": f"{trial.budget_multiple:g}",
-        "budget_level": trial.level_tag, "method_variant": trial.variant, "structured": "1" if method_cls.granularity_of() == "structured" else "0",
-        "granularity": method_cls.granularity_of(),
+        "budget_level": trial.level_tag, "method_variant": trial.variant, "structured": "1" if method_cls.granularity_for(trial.params) == "structured" else "0",
+        "granularity": method_cls.granularity_for(trial.params),
         "device": device_name(device), "torch_version": torch.__version__, "git_commit": git_commit(),
         "harness_version": pruning_bench.__version__, "result_version": pruning_bench.RESULT_VERSION,
         "model": suite.model.name, "dataset": suite.dataset.name,
@@ -189,7 +189,7 @@ def _run_in(run_id: str, trial: Trial, method_cls: type[Method], *, tracker: Tra
     flops_dense = ctx.flop_profile.total
     tracker.set_tag(run_id, "device", device_name(device))  # with the thread count actually used
     tracker.set_tag(run_id, "threads", str(torch.get_num_threads()))
-    if method_cls.granularity_of() == "structured":  # the unpruned model's latency, next to the shrunk one's latency_ms
+    if method_cls.granularity_for(trial.params) == "structured":  # the unpruned model's latency, next to the shrunk one's latency_ms
         dense_ms = measure_latency(ctx.model, ctx.data.input_shape, device)
         tracker.log_metrics(run_id, {"latency_dense_ms": dense_ms})
     if device.type == "cuda":
@@ -211,7 +211,7 @@ def _run_in(run_id: str, trial: Trial, method_cls: type[Method], *, tracker: Tra
     metrics["peak_memory_mb"] = peak_memory_mb(device)
     metrics["threads"] = torch.get_num_threads()
     metrics["resumed_calls"] = ctx.checkpoints.skipped + ctx.checkpoints.resumed
-    if method_cls.granularity_of() == "semi_structured":
+    if method_cls.granularity_for(trial.params) == "semi_structured":
         extra, note = semi_structured_measurement(ctx)
         metrics.update(extra)
         tracker.set_tag(run_id, "latency_note", note)

@@ -12,6 +12,12 @@ budget depends on the policy, and is decided here, once, so a method never reads
 
 Fine-tuning restarts the learning-rate schedule and continues the data stream (new batches, not a replay
 of the first phase's), and the final step is what is measured (never the best one).
+
+Post-training methods (SparseGPT, Wanda, magnitude) pass ``finetune_fraction=0``: no fine-tuning phase at
+all. Their pruning step makes forward-only passes over calibration data (``prune_forward_samples`` sample
+passes, charged by ``prune`` itself as it draws them). Under ``equal`` the first phase leaves room for
+them, priced at the dense model (an upper bound: later passes run a partly pruned model), so the pruning
+step never overspends and, without fine-tuning, the first phase gets everything else.
 """
 
 from __future__ import annotations
@@ -24,15 +30,21 @@ from pruning_bench.core.training import TrainCallback
 
 def train_prune_finetune(ctx: Context, prune: Callable[[], None], *, finetune_fraction: float,
                          native_finetune: float | None = None, callbacks: Sequence[TrainCallback] = (),
-                         names: tuple[str, str] = ("dense", "finetune")) -> None:
+                         names: tuple[str, str] = ("dense", "finetune"), prune_forward_samples: float = 0) -> None:
     """Train (with ``callbacks``), call ``prune()``, then fine-tune, splitting the budget as above;
-    ``names`` label the two phases in progress output."""
-    if not 0.0 < finetune_fraction < 1.0:
-        raise ValueError(f"finetune_fraction must be in (0, 1), got {finetune_fraction}")
+    ``names`` label the two phases in progress output. ``finetune_fraction=0`` skips fine-tuning;
+    ``prune_forward_samples`` forward-only sample passes of ``prune()`` are reserved under ``equal``."""
+    if not 0.0 <= finetune_fraction < 1.0:
+        raise ValueError(f"finetune_fraction must be in (0, 1), got {finetune_fraction} (or 0: no fine-tuning)")
     equal = ctx.spends_budget
     first = ctx.steps_for_fraction(1.0 - finetune_fraction if equal else 1.0)
+    if equal and prune_forward_samples > 0:
+        reserve = prune_forward_samples * ctx.forward_cost_per_sample()
+        first = min(first, ctx.affordable_steps(ctx.pricing.left - reserve))
     ctx.train(steps=first, callbacks=callbacks, desc=names[0])
     prune()
+    if finetune_fraction == 0:
+        return
     if equal:
         rest = ctx.remaining_steps(start_step=first)
     else:
