@@ -114,3 +114,9 @@ def test_integer_for_a_float_parameter_is_the_same_experiment():
     b = build_plan(suite, [GlobalMagnitude], [0.5], [0], "equal",
                    params={"global_magnitude": GlobalMagnitude.parse_params({"gradual_begin": 0.0})})[0]
     assert a.key == b.key
+
+
+def test_a_folder_named_like_a_suite_does_not_shadow_it(tmp_path, monkeypatch):
+    (tmp_path / "smoke").mkdir()  # e.g. a results folder named after the suite, in the working directory
+    monkeypatch.chdir(tmp_path)
+    assert load_suite("smoke").name == "smoke"

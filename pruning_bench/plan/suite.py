@@ -65,9 +65,11 @@ class Budget:
 @dataclass(frozen=True)
 class ReportSpec:
     """``[report]``: what the findings at the top of a report compare by name, e.g.
-    ``compare = [["swamp", "imp"]]`` (difference, 95% interval and p in every column where both ran)."""
+    ``compare = [["swamp", "imp"]]`` (difference, 95% interval and p in every column where both ran), and
+    the ``metric`` of the leaderboard printed at the end of ``bench run`` (e.g. ``"test_ppl"``)."""
 
     compare: list[list[str]] = field(default_factory=lambda: [["swamp", "imp"]])
+    metric: str = "test_acc"
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,9 @@ class Suite:
             "dataset": {"name": self.dataset.name, "val_fraction": self.dataset.val_fraction,
                         "options": self.dataset.options},
             "model": dataclasses.asdict(self.model),
-            "recipe": dataclasses.asdict(self.recipe),
+            # the optimizer only when not the default SGD: earlier suites' trial keys stay as they were
+            "recipe": {k: v for k, v in dataclasses.asdict(self.recipe).items()
+                       if k != "optimizer" or v != "sgd"},
             # the multiple, unit and policy are the trial's own (trial.Trial); these scale them
             "budget": {"epochs": self.budget.epochs, "seconds": self.budget.seconds,
                        "min_round_epochs": self.budget.min_round, "max_seconds": self.budget.max_seconds},
@@ -133,7 +137,7 @@ def builtin_suites() -> dict[str, Path]:
 def load_suite(name_or_path: str) -> Suite:
     """Load a built-in suite by name, or a suite file by path."""
     path = Path(name_or_path)
-    if not (name_or_path.endswith(".toml") or path.exists()):
+    if not (name_or_path.endswith(".toml") or path.is_file()):  # a folder named like a suite does not shadow it
         known = builtin_suites()
         if name_or_path not in known:
             raise unknown_choice("suite", name_or_path, known)
@@ -187,6 +191,8 @@ def validate_suite(suite: Suite, where: str) -> None:
                          "seconds) is not set")
     if suite.budget.min_round_epochs is not None and suite.budget.min_round_epochs <= 0:
         raise BenchError(f"{where}: key 'budget.min_round_epochs' must be > 0, got {suite.budget.min_round_epochs}")
+    if suite.recipe.optimizer not in ("sgd", "adamw"):
+        raise BenchError(f"{where}: key 'recipe.optimizer' is '{suite.recipe.optimizer}'; valid: sgd, adamw")
     if suite.recipe.schedule not in ("cosine", "step", "constant"):
         raise BenchError(f"{where}: key 'recipe.schedule' is '{suite.recipe.schedule}'; "
                          "valid: cosine, step, constant")
