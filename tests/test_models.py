@@ -13,7 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from pruning_bench.models import available_models, build_model
 
 IMAGE = (3, 32, 32)
-NATURAL_SHAPES = {"mnist1d_cnn": (1, 40), "digits_cnn": (1, 8, 8), "smoke_cnn": (1, 40)}
+NATURAL_SHAPES = {"mnist1d_cnn": (1, 40), "digits_cnn": (1, 8, 8), "smoke_cnn": (1, 40), "small_gpt": (8,)}
 
 
 def n_params(model: nn.Module) -> int:
@@ -144,9 +144,10 @@ def test_forward_shape_every_registry_model(name):
     shape = NATURAL_SHAPES.get(name, IMAGE)
     torch.manual_seed(0)
     model = build_model(name, num_classes=3, input_shape=shape)
+    tokens = name == "small_gpt"  # a language model: token ids in, logits per token (B, T, vocab) out
     with torch.no_grad():
-        out = model(torch.randn(2, *shape))
-    assert out.shape == (2, 3)
+        out = model(torch.randint(0, 3, (2, *shape)) if tokens else torch.randn(2, *shape))
+    assert out.shape == ((2, *shape, 3) if tokens else (2, 3))
     assert torch.isfinite(out).all()
 
 

@@ -83,7 +83,7 @@ class Context:
         self.model = model.to(self.device)
         self.masks = MaskSet(self.model)
         self.flop_profile: FlopProfile = profile_flops(self.model, self.data.input_shape, self.device,
-                                                       self.masks.names)
+                                                       self.masks.names, dtype=self.data.input_dtype)
         self.trainer = Trainer(model=self.model, masks=self.masks, data=self.data, recipe=self.recipe,
                                meter=self.budget, device=self.device, flops=self.effective_flops,
                                seed=self.seed, progress=self.progress, dense_flops=self.flop_profile.total)

@@ -35,11 +35,12 @@ class FlopProfile:
 
 @torch.no_grad()
 def profile_flops(model: nn.Module, input_shape: tuple[int, ...], device: torch.device | str = "cpu",
-                  weight_names: list[str] | None = None) -> FlopProfile:
-    """Count one sample's forward FLOPs with ``FlopCounterMode``, per module, in eval mode."""
+                  weight_names: list[str] | None = None, dtype: torch.dtype = torch.float32) -> FlopProfile:
+    """Count one sample's forward FLOPs with ``FlopCounterMode``, per module, in eval mode, on zeros of
+    ``dtype`` (int64 for token ids: one sample is then one sequence of ``input_shape[0]`` tokens)."""
     was_training = model.training
     model.eval()
-    x = torch.zeros((1, *input_shape), device=device)
+    x = torch.zeros((1, *input_shape), device=device, dtype=dtype)
     with FlopCounterMode(display=False, depth=None) as counter:
         model(x)
     model.train(was_training)

@@ -20,6 +20,7 @@ class Recipe:
     warmup_epochs: float = 0.0        # linear warm-up from 0
     label_smoothing: float = 0.0
     eval_batch_size: int = 1024
+    optimizer: str = "sgd"            # sgd | adamw (AdamW: betas (momentum, 0.99), as nanoGPT's shakespeare_char)
 
 
 #: The shortest IMP/SWAMP round, as a share of the base run, when a suite does not set ``min_round_epochs``.

@@ -38,7 +38,11 @@ class LRSchedule:
         return self.recipe.lr * self.factor(step)
 
 
-def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:
-    """SGD with momentum and weight decay on every parameter (as OpenLTH)."""
+def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """SGD with momentum and weight decay on every parameter (as OpenLTH); or, with ``optimizer = "adamw"``,
+    AdamW (Loshchilov & Hutter 2019) with betas (momentum, 0.99) and decoupled weight decay (nanoGPT)."""
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=recipe.lr, betas=(recipe.momentum, 0.99),
+                                 weight_decay=recipe.weight_decay)
     return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                            nesterov=recipe.nesterov and recipe.momentum > 0, weight_decay=recipe.weight_decay)

@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pruning_bench import stopping
+from pruning_bench.core import evaluation
 from pruning_bench.core.budget import TRAIN_FLOPS_PER_FORWARD, BudgetExceeded, BudgetMeter
 from pruning_bench.core.callbacks import StepState, TrainCallback
 from pruning_bench.core.evaluation import EvalResult, evaluate, recalibrate_bn, uses_channels_last
@@ -278,7 +278,7 @@ class Trainer:
         state.inputs, state.targets = x, y
         with torch.autocast("cuda", dtype=torch.bfloat16) if self.use_amp else nullcontext():
             out = self.model(x)
-            loss = F.cross_entropy(out.float(), y, label_smoothing=self.recipe.label_smoothing)
+            loss = evaluation.output_loss(out.float(), y, label_smoothing=self.recipe.label_smoothing)
         state.outputs, state.loss = out, loss
         for cb in callbacks:
             extra = cb.extra_loss(state)

@@ -1,4 +1,7 @@
-"""Training batches addressed by global step (`BatchStream`) and in-order evaluation batches."""
+"""Training batches addressed by global step (`BatchStream`) and in-order evaluation batches.
+
+Inputs are uint8 images (scaled to [0, 1]) or float signals, normalised with the data set's mean / std and
+augmented; int64 inputs are token ids and pass through untouched (no mean / std, augmentation "none")."""
 
 from __future__ import annotations
 
@@ -13,7 +16,10 @@ from pruning_bench.seeds import mix_seed
 
 
 def _stats(values: Sequence[float], channels: int, ndim: int, device: torch.device, what: str) -> torch.Tensor:
-    """Per-channel statistics shaped (C, 1, ..., 1) to broadcast over a batch of rank `ndim`."""
+    """Per-channel statistics shaped (C, 1, ..., 1) to broadcast over a batch of rank `ndim`; no values
+    (token ids) gives identity statistics."""
+    if not values:  # token ids: nothing to normalise (identity statistics)
+        return torch.tensor(0.0 if what == "mean" else 1.0, device=device)
     t = torch.tensor([float(v) for v in values], dtype=torch.float32, device=device)
     if t.numel() not in (1, channels):
         raise ValueError(f"{what} has {t.numel()} values for {channels} channels")
@@ -24,6 +30,8 @@ def _prepare(
     xb: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, augmentation: str,
     generator: torch.Generator | None, channels_last: bool,
 ) -> torch.Tensor:
+    if xb.dtype == torch.int64:  # token ids
+        return xb
     xb = xb.float().div(255.0) if xb.dtype == torch.uint8 else xb.float()
     xb = apply_augmentation(augmentation, xb, generator)
     xb = (xb - mean) / std  # out of place: never writes into the stored data
@@ -54,7 +62,7 @@ class BatchStream:
             raise unknown_choice("augmentation", augmentation, AUGMENTATIONS)
         self.device = torch.device(device)
         # a lazy image set (data.imagefolder.ImageFiles) stays on the host; its batches are moved
-        self.x = x.to(self.device) if x.dtype == torch.uint8 else x.to(self.device, torch.float32)
+        self.x = x.to(self.device) if x.dtype in (torch.uint8, torch.int64) else x.to(self.device, torch.float32)
         self.prefetch_steps = 2 if hasattr(x, "prefetch") else 0
         self._token = next(_STREAM_TOKENS)  # this stream's own prefetch queue in a lazy image set
         self.y = y.to(self.device, torch.long)

@@ -13,7 +13,12 @@ from pruning_bench.errors import BenchError, unknown_choice
 
 @dataclass
 class RawDataset:
-    """What a source loader returns: the official train and test sets, before any validation split."""
+    """What a source loader returns: the official train and test sets, before any validation split.
+
+    A source with a fixed validation split of its own (e.g. whole plays) gives ``val_x``/``val_y``; then
+    ``val_fraction`` is not used. ``tokens``: inputs are int64 token ids (no normalisation, no
+    augmentation; outputs may be per-token logits (B, T, V)). ``fingerprint``: a hash of the exact data,
+    recorded with every trial."""
 
     train_x: torch.Tensor
     train_y: torch.Tensor
@@ -23,6 +28,10 @@ class RawDataset:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     augmentation: str
+    val_x: torch.Tensor | None = None
+    val_y: torch.Tensor | None = None
+    tokens: bool = False
+    fingerprint: str = ""
 
 
 @dataclass
@@ -41,6 +50,13 @@ class DataBundle:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     augmentation: str
+    tokens: bool = False  # inputs are int64 token ids (see RawDataset)
+    fingerprint: str = ""  # a hash of the exact data, logged as the tag data_fingerprint
+
+    @property
+    def input_dtype(self) -> torch.dtype:
+        """The dtype of a model input (for probes of shape ``input_shape``): int64 ids or float32."""
+        return torch.int64 if self.tokens else torch.float32
 
     @property
     def n_train(self) -> int:

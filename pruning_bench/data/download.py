@@ -3,7 +3,7 @@
 Downloadable data sets live in one directory per user: ``--data-dir`` (or a suite's ``data_dir``), else
 ``$PRUNING_BENCH_DATA``, else ``$XDG_CACHE_HOME/pruning_bench`` (``~/.cache/pruning_bench``). An archive is
 downloaded into a temporary directory beside its target, checked against its published MD5, extracted
-there and renamed into place, so an interrupted or corrupt download never leaves a half-written data set.
+there and renamed into place (an archive may publish a SHA-256 instead, e.g. a PyPI sdist), so an interrupted or corrupt download never leaves a half-written data set.
 """
 
 from __future__ import annotations
@@ -61,6 +61,12 @@ class Archive:
     folder: str               # the directory the archive unpacks to, e.g. cifar-10-batches-py
     files: tuple[str, ...]    # what must be in it afterwards
     expected: str             # the files, in words, for messages
+    sha256: str = ""          # checked too when given (md5 may then be "")
+
+    @property
+    def checksum(self) -> str:
+        """The published checksum, in words: ``sha256 <hex>`` where given, else ``md5 <hex>``."""
+        return f"sha256 {self.sha256}" if self.sha256 else f"md5 {self.md5}"
 
 
 def fetch(archive: Archive, root: Path) -> Path:
@@ -75,11 +81,11 @@ def fetch(archive: Archive, root: Path) -> Path:
     done = False
     try:
         tarball = scratch / (Path(urlparse(archive.url).path).name or "archive.tar.gz")
-        _check_md5(archive, root, _download(archive, root, tarball))
+        _check_digests(archive, root, *_download(archive, root, tarball))
         unpacked = _unpack(archive, root, tarball, scratch / "unpacked")
         folder = _move_into_place(archive, unpacked, root / archive.folder)
         done = True
-        print(f"Downloaded {archive.title} from {archive.url} into {folder} (md5 verified)", file=sys.stderr)
+        print(f"Downloaded {archive.title} from {archive.url} into {folder} ({archive.checksum.split()[0]} verified)", file=sys.stderr)
         return folder
     finally:  # also on Ctrl-C
         shutil.rmtree(scratch, ignore_errors=True)
@@ -104,7 +110,7 @@ def _remove_if_empty(path: Path) -> None:
 
 
 def _by_hand(archive: Archive, root: Path) -> str:
-    return (f"fetch {archive.url} by hand (md5 {archive.md5}) and extract it into {root}, "
+    return (f"fetch {archive.url} by hand ({archive.checksum}) and extract it into {root}, "
             "or pass --data-dir DIR")
 
 
@@ -116,12 +122,12 @@ def quiet() -> bool:
     return os.environ.get(NO_PROGRESS_ENV, "") not in ("", "0")
 
 
-def _download(archive: Archive, root: Path, dest: Path) -> str:
+def _download(archive: Archive, root: Path, dest: Path) -> tuple[str, str]:
     """Stream ``archive.url`` into ``dest`` (a line on stderr, and a progress bar there when it is a
-    terminal); returns the MD5 of the bytes."""
+    terminal); returns the MD5 and the SHA-256 of the bytes."""
     from tqdm.auto import tqdm
 
-    digest = hashlib.md5(usedforsecurity=False)
+    digest, digest256 = hashlib.md5(usedforsecurity=False), hashlib.sha256()
     print(f"Downloading {archive.title} from {archive.url} into {root} ...", file=sys.stderr, flush=True)
     try:
         with urllib.request.urlopen(archive.url, timeout=TIMEOUT_S) as response, open(dest, "wb") as out:
@@ -131,18 +137,20 @@ def _download(archive: Archive, root: Path, dest: Path) -> str:
                 while chunk := response.read(_CHUNK):
                     out.write(chunk)
                     digest.update(chunk)
+                    digest256.update(chunk)
                     bar.update(len(chunk))
     except (OSError, http.client.HTTPException, ValueError) as exc:  # no network, HTTP 404, timeout, bad URL
         raise BenchError(f"{archive.title} not found in {root / archive.folder}/ ({archive.expected}) and "
                          f"downloading it failed ({one_line(exc)}): {_by_hand(archive, root)}") from None
-    return digest.hexdigest()
+    return digest.hexdigest(), digest256.hexdigest()
 
 
-def _check_md5(archive: Archive, root: Path, got: str) -> None:
-    if got != archive.md5.lower():
-        raise BenchError(f"{archive.title} download from {archive.url} has md5 {got}, not the expected "
-                         f"{archive.md5} (corrupt or not the published file; nothing was kept): try again, or "
-                         f"fetch it by hand and extract it into {root}, or pass --data-dir DIR")
+def _check_digests(archive: Archive, root: Path, got: str, got256: str) -> None:
+    for kind, expected, actual in (("sha256", archive.sha256, got256), ("md5", archive.md5, got)):
+        if expected and actual != expected.lower():
+            raise BenchError(f"{archive.title} download from {archive.url} has {kind} {actual}, not the "
+                             f"expected {expected} (corrupt or not the published file; nothing was kept): try "
+                             f"again, or fetch it by hand and extract it into {root}, or pass --data-dir DIR")
 
 
 def _unpack(archive: Archive, root: Path, tarball: Path, into: Path) -> Path:

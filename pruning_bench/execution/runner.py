@@ -189,8 +189,10 @@ def _run_in(run_id: str, trial: Trial, method_cls: type[Method], *, tracker: Tra
     flops_dense = ctx.flop_profile.total
     tracker.set_tag(run_id, "device", device_name(device))  # with the thread count actually used
     tracker.set_tag(run_id, "threads", str(torch.get_num_threads()))
+    if ctx.data.fingerprint:  # the exact data (e.g. the corpus and its split), where the source gives one
+        tracker.set_tag(run_id, "data_fingerprint", ctx.data.fingerprint)
     if method_cls.granularity_for(trial.params) == "structured":  # the unpruned model's latency, next to the shrunk one's latency_ms
-        dense_ms = measure_latency(ctx.model, ctx.data.input_shape, device)
+        dense_ms = measure_latency(ctx.model, ctx.data.input_shape, device, dtype=ctx.data.input_dtype)
         tracker.log_metrics(run_id, {"latency_dense_ms": dense_ms})
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

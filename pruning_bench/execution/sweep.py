@@ -267,6 +267,7 @@ def _describe(trial: Trial, outcome: JobOutcome, summary_line) -> str:
 def _leaderboard_text(uri: str, suite: Suite, plan: Sequence[Trial]) -> str:
     """The leaderboard of the plan's trials and its findings ("" when none has a run)."""
     from pruning_bench.report.publish import leaderboard_markdown, load_runs
+    from pruning_bench.report.stats import higher_is_better
 
     runs = load_runs(uri, suite.name)
     if not runs.empty and "tags.trial_key" in runs:
@@ -275,5 +276,8 @@ def _leaderboard_text(uri: str, suite: Suite, plan: Sequence[Trial]) -> str:
         runs["tags.budget_level"] = runs["tags.trial_key"].map(levels)
     if runs.empty or "tags.trial_key" not in runs:
         return ""
-    return ("\nTest accuracy (%) of this plan's trials, mean ± std (n seeds), per budget level:\n"
-            + leaderboard_markdown(runs, compare=[tuple(p) for p in suite.report.compare]))
+    metric = suite.report.metric  # [report] metric; test_acc by default
+    what = "Test accuracy (%)" if metric == "test_acc" else \
+        f"{metric} ({'higher' if higher_is_better(metric) else 'lower'} is better)"
+    return (f"\n{what} of this plan's trials, mean ± std (n seeds), per budget level:\n"
+            + leaderboard_markdown(runs, metric=metric, compare=[tuple(p) for p in suite.report.compare]))

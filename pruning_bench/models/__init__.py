@@ -6,6 +6,7 @@ Names:
 - ``wrn<d>_<k>``, d = 6n+4, k >= 1 (wrn28_2, wrn28_10, wrn16_8): Wide ResNet, Zagoruyko & Komodakis 2016.
 - ``mnist1d_cnn``, ``digits_cnn``, ``smoke_cnn``: small CNNs for the embedded data sets and tests;
   ``lenet_300_100``: the lottery-ticket paper's MNIST network.
+- ``small_gpt``: a nanoGPT-like causal transformer language model for token windows (T,) (int64 ids).
 - ``timm:<name>``, ``torchvision:<name>``: any timm / torchvision classification model, random init.
 - plugins: builders registered by entry point (``pruning_bench.models``) or ``--plugin`` file
   (:mod:`pruning_bench.plugins`).
@@ -32,6 +33,7 @@ from pruning_bench.errors import BenchError, unknown_choice
 from pruning_bench.models.cifar_resnet import CifarResNet, cifar_resnet, conv_init
 from pruning_bench.models.cifar_vgg import CifarVGG, cifar_vgg
 from pruning_bench.models.external import TIMM_PREFIX, TORCHVISION_PREFIX, build_timm, build_torchvision
+from pruning_bench.models.small_gpt import SmallGPT, gpt_init, small_gpt
 from pruning_bench.models.small_nets import (
     MNIST1DCNN,
     DigitsCNN,
@@ -49,6 +51,7 @@ __all__ = ["MODELS", "MODEL_DESCRIPTIONS", "available_models", "build_model", "b
 
 _IMAGE = "images (C, H, W), e.g. (3, 32, 32)"
 _SIGNAL = "1-D signals (C, L), e.g. (1, 40)"
+_TOKENS = "token windows (T,), e.g. (128,)"
 
 # Concrete registry names (what available_models() lists), in display order.
 _NAMED: dict[str, str] = {
@@ -68,6 +71,8 @@ _NAMED: dict[str, str] = {
     "digits_cnn": "small CNN for 8x8 sklearn digits: 3 conv3x3+BN (16/32/32), max-pool, GAP, Linear",
     "smoke_cnn": "tiny 1-D CNN for tests: 2 Conv1d+BN (8/16), GAP, Linear (~600 params)",
     "lenet_300_100": "LeNet-300-100 (the lottery-ticket paper's MNIST net): FC 300, FC 100, Linear; no BN",
+    "small_gpt": "nanoGPT-like causal transformer LM (Karpathy): `n_layer` (2) pre-LN blocks, `n_head` (4), "
+                 "`n_embd` (64), `block_size` (0 = the data's window), untied Linear head",
 }
 
 # Name patterns and external prefixes: buildable, but not listed by available_models().
@@ -87,6 +92,7 @@ _SMALL: dict[str, tuple[Callable[..., nn.Module], int]] = {
     "digits_cnn": (digits_cnn, 3),
     "smoke_cnn": (smoke_cnn, 2),
     "lenet_300_100": (lenet_300_100, 3),
+    "small_gpt": (small_gpt, 1),
 }
 
 
@@ -125,7 +131,7 @@ MODELS = PluginTable(MODEL, builtin_model)  # model plugins: entry points and --
 
 def _check_rank(name: str, input_shape: tuple[int, ...], rank: int) -> None:
     if len(input_shape) != rank:
-        takes = _IMAGE if rank == 3 else _SIGNAL
+        takes = {3: _IMAGE, 1: _TOKENS}.get(rank, _SIGNAL)
         raise BenchError(f"model '{name}' takes {takes}; got input_shape {tuple(input_shape)}")
 
 
@@ -218,3 +224,5 @@ def initialize(model: nn.Module) -> None:
             reset()
     if isinstance(model, _CONV_INIT):
         conv_init(model)
+    if isinstance(model, SmallGPT):
+        gpt_init(model, len(model.blocks))

@@ -217,7 +217,7 @@ def forward_order(ctx: Context, names: Sequence[str]) -> tuple[list[str], list[s
     hooks = [module_of(ctx.model, n).register_forward_hook(lambda *_, n=n: seen.setdefault(n)) for n in names]
     try:
         with eval_mode(ctx.model), torch.no_grad():
-            ctx.model(torch.zeros((1, *ctx.data.input_shape), device=ctx.device))
+            ctx.model(torch.zeros((1, *ctx.data.input_shape), device=ctx.device, dtype=ctx.data.input_dtype))
     finally:
         for h in hooks:
             h.remove()

@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from pruning_bench.report.cells import RANDOM_BASELINE, level_cells, levels, scale_of
-from pruning_bench.report.stats import ALPHA, resolvable_difference, seeds_to_resolve, welch_difference
+from pruning_bench.report.stats import (
+    ALPHA,
+    higher_is_better,
+    resolvable_difference,
+    seeds_to_resolve,
+    welch_difference,
+)
 
 DEFAULT_COMPARE = (("swamp", "imp"),)
 RESOLUTION_GOAL = 1.0  # points of accuracy: the difference the default suite is sized to resolve
@@ -46,7 +52,7 @@ def findings(cells: pd.DataFrame, metric: str,
             if column.empty:
                 continue
             finding = Finding(level, target)
-            finding.lines += _leaders(column, scale)
+            finding.lines += _leaders(column, scale, higher_is_better(metric))
             finding.lines += _versus_random(column, scale, unit)
             finding.lines += _versus_source(column, scale, unit)
             finding.lines += [_comparison(column, a, b, scale, unit) for a, b in compare
@@ -62,20 +68,21 @@ def _fmt(rec: pd.Series, scale: float) -> str:
     return f"{rec['method']} {rec['mean'] * scale:.2f}{spread} ({n} seed{'s' if n != 1 else ''})"
 
 
-def _leaders(column: pd.DataFrame, scale: float) -> list[str]:
+def _leaders(column: pd.DataFrame, scale: float, higher: bool = True) -> list[str]:
+    """The best row(s) and those tied with it; "worse" rather than "below" where lower is better (ppl)."""
     if len(column) < 2:
         return [f"Only {_fmt(column.iloc[0], scale)} ran in this column: nothing to compare."]
     best = column[column["best"]]
     if best.empty:
         return []
-    tied = column[column["tied_with_best"]].sort_values("mean", ascending=False)
+    tied = column[column["tied_with_best"]].sort_values("mean", ascending=not higher)
     untestable = column[(column["n"] < 2) & ~column["best"]]
     line = f"Best: {', '.join(_fmt(r, scale) for _, r in best.iterrows())}"
     if len(tied):
         line += ("; statistically tied with it (Welch p ≥ 0.05): "
                  + ", ".join(f"{r['method']} (p = {r['p_vs_best']:.2f})" for _, r in tied.iterrows()))
     elif len(column) - len(best) - len(untestable) > 0:
-        line += "; every other row is significantly below it (Welch p < 0.05)"
+        line += f"; every other row is significantly {'below' if higher else 'worse than'} it (Welch p < 0.05)"
     if len(untestable):
         line += f"; not testable (one seed): {', '.join(untestable['method'])}"
     return [line + "."]

@@ -23,8 +23,8 @@ TEST_DESCRIPTION = (
     "indistinguishable from the best. Cells with a single seed cannot be tested and are never marked tied."
 )
 
-# Metrics where a smaller value is better; everything else (accuracies) is higher-is-better.
-_LOWER_IS_BETTER = ("loss", "_ms", "seconds", "flops", "memory", "params")
+# Metrics where a smaller value is better (perplexity too); everything else (accuracies) is higher-is-better.
+_LOWER_IS_BETTER = ("loss", "_ms", "seconds", "flops", "memory", "params", "ppl")
 
 
 def higher_is_better(metric: str) -> bool:
