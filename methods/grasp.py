@@ -28,10 +28,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pruning_bench.core.context import Context
+from pruning_bench.core.evaluation import output_loss
 from pruning_bench.core.masks import MaskSet
 from pruning_bench.core.method import Method
 
@@ -62,10 +62,10 @@ def grasp_scores(model: nn.Module, masks: MaskSet, batches: Sequence[tuple[torch
     model.zero_grad(set_to_none=True)
     g = [torch.zeros_like(w) for w in weights]
     for x, y in batches:
-        grads = torch.autograd.grad(F.cross_entropy(model(x) / temperature, y), weights)
+        grads = torch.autograd.grad(output_loss(model(x) / temperature, y), weights)
         g = [a + b for a, b in zip(g, grads, strict=True)]
     for x, y in batches:
-        grads = torch.autograd.grad(F.cross_entropy(model(x) / temperature, y), weights, create_graph=True)
+        grads = torch.autograd.grad(output_loss(model(x) / temperature, y), weights, create_graph=True)
         sum((gi.detach() * gr).sum() for gi, gr in zip(g, grads, strict=True)).backward()
     scores = {n: (w.grad * w).detach() for n, w in zip(names, weights, strict=True)}
     model.zero_grad(set_to_none=True)

@@ -31,9 +31,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from pruning_bench.core.context import Context
+from pruning_bench.core.evaluation import output_loss
 from pruning_bench.core.masks import MaskSet
 from pruning_bench.core.method import Method
 
@@ -56,7 +56,7 @@ def snip_scores(model: torch.nn.Module, masks: MaskSet, batches: Iterable[tuple[
     model.train(not bn_eval)
     model.zero_grad(set_to_none=True)
     for x, y in batches:
-        F.cross_entropy(model(x), y).backward()
+        output_loss(model(x), y).backward()
     scores = {n: (p.grad * p.detach()).abs() if p.grad is not None else torch.zeros_like(p)
               for n, p in masks.params.items()}
     model.zero_grad(set_to_none=True)
