@@ -20,7 +20,8 @@ CPU = torch.device("cpu")
 
 
 def test_available_datasets() -> None:
-    assert available_datasets() == ["cifar10", "cifar100", "digits", "imagefolder", "mnist", "mnist1d", "shakespeare", "smoke", "tiny_imagenet"]
+    assert available_datasets() == ["cifar10", "cifar100", "digits", "imagefolder", "mnist", "mnist1d", "shakespeare", "smoke", "tiny_imagenet",
+                                    "wikitext2"]
 
 
 # ---------------------------------------------------------------- CIFAR, on tiny files in the real format

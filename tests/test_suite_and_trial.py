@@ -17,7 +17,8 @@ def test_every_builtin_suite_loads():
     assert {"mnist1d", "digits", "cifar10", "cifar100", "smoke"} <= set(builtin_suites())
     for name in builtin_suites():
         suite = load_suite(name)
-        assert suite.name == name and suite.budget.epochs > 0
+        # epochs = 0 only for a pretrained model pruned as loaded (wikitext2), which needs policy native
+        assert suite.name == name and (suite.budget.epochs > 0 or suite.budget.policy == "native")
 
 
 @pytest.mark.parametrize("text, message", [

@@ -66,7 +66,9 @@ class Archive:
     @property
     def checksum(self) -> str:
         """The published checksum, in words: ``sha256 <hex>`` where given, else ``md5 <hex>``."""
-        return f"sha256 {self.sha256}" if self.sha256 else f"md5 {self.md5}"
+        if self.sha256 or not self.md5:
+            return f"sha256 {self.sha256 or '(not published)'}"
+        return f"md5 {self.md5}"
 
 
 def fetch(archive: Archive, root: Path) -> Path:
@@ -88,6 +90,27 @@ def fetch(archive: Archive, root: Path) -> Path:
         print(f"Downloaded {archive.title} from {archive.url} into {folder} ({archive.checksum.split()[0]} verified)", file=sys.stderr)
         return folder
     finally:  # also on Ctrl-C
+        shutil.rmtree(scratch, ignore_errors=True)
+        for path in created if not done else []:
+            _remove_if_empty(path)
+
+
+def fetch_file(archive: Archive, root: Path) -> Path:
+    """Download one file (not an archive: ``archive.files[0]``, e.g. a parquet file) into
+    ``root/<folder>/<file>``, verified against ``archive.sha256`` when given, all or nothing; returns its path
+    (BenchError as :func:`fetch`)."""
+    created = _make_dirs(root, archive)
+    target = root / archive.folder / archive.files[0]
+    scratch = Path(tempfile.mkdtemp(prefix=f".{archive.folder}-", suffix=".partial", dir=root))
+    done = False
+    try:
+        part = scratch / target.name
+        _check_digests(archive, root, *_download(archive, root, part))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(part, target)
+        done = True
+        return target
+    finally:
         shutil.rmtree(scratch, ignore_errors=True)
         for path in created if not done else []:
             _remove_if_empty(path)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import cache, partial
 from typing import Any
 
-from pruning_bench.data import cifar, digits, imagefolder, mnist1d, mnist5k, shakespeare, synthetic
+from pruning_bench.data import cifar, digits, imagefolder, mnist1d, mnist5k, shakespeare, synthetic, wikitext2
 from pruning_bench.data.bundle import DataBundle, RawDataset, resolve_options, split_train_val
 from pruning_bench.data.download import data_home
 from pruning_bench.errors import BenchError, unknown_choice
@@ -35,6 +35,7 @@ SOURCES: dict[str, Source] = {
     "smoke": Source(synthetic.load_smoke, synthetic.OPTIONS),
     "tiny_imagenet": Source(imagefolder.load_tiny_imagenet, imagefolder.TINY_OPTIONS, cached=True,
                             train_size=100_000),
+    "wikitext2": Source(wikitext2.load_wikitext2, wikitext2.OPTIONS, cached=True),
 }
 # data-set plugins: entry points and --plugin files (a name may not shadow a built-in)
 DATASETS = PluginTable(DATASET, lambda name: f"data set '{name}'" if name in SOURCES else None)
@@ -113,6 +114,8 @@ DESCRIPTIONS: dict[str, str] = {
                    "decoded per batch; data_dir required, nothing downloaded",
     "tiny_imagenet": "Tiny ImageNet-200 (cs231n): 100,000 / 10,000 64x64 images, 200 classes, downloaded, "
                      "decoded per batch",
+    "wikitext2": "WikiText-2 raw (Merity et al. 2016; Salesforce/wikitext parquet), tokenised with a Hugging Face "
+                 "tokenizer, seqlen windows: the SparseGPT / Wanda perplexity protocol, downloaded",
 }
 
 

@@ -39,7 +39,7 @@ def price_plan(suite: Suite, plan: Sequence[Trial], method_for: Callable[[Trial]
         if at not in minimum:
             method = method_for(trial)
             minimum[at] = None
-            if has_minimum(method) and trial.target_sparsity > 0:
+            if has_minimum(method) and trial.target_sparsity > 0 and suite.budget.epochs > 0:
                 counts = counts or training_counts(suite, trial.seed)
                 setting = PlanSetting(trial.target_sparsity, counts, suite.budget.min_round)
                 minimum[at] = method.min_budget_epochs(setting) / suite.budget.epochs

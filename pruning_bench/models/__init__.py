@@ -8,6 +8,8 @@ Names:
   ``lenet_300_100``: the lottery-ticket paper's MNIST network.
 - ``small_gpt``: a nanoGPT-like causal transformer language model for token windows (T,) (int64 ids).
 - ``timm:<name>``, ``torchvision:<name>``: any timm / torchvision classification model, random init.
+- ``hf:<model id or path>``: a Hugging Face causal LM, pretrained (or from a ``config`` option, random
+  init), for token windows (:mod:`pruning_bench.models.hf`; needs the ``hf`` extra).
 - plugins: builders registered by entry point (``pruning_bench.models``) or ``--plugin`` file
   (:mod:`pruning_bench.plugins`).
 
@@ -33,6 +35,7 @@ from pruning_bench.errors import BenchError, unknown_choice
 from pruning_bench.models.cifar_resnet import CifarResNet, cifar_resnet, conv_init
 from pruning_bench.models.cifar_vgg import CifarVGG, cifar_vgg
 from pruning_bench.models.external import TIMM_PREFIX, TORCHVISION_PREFIX, build_timm, build_torchvision
+from pruning_bench.models.hf import HF_PREFIX, build_hf
 from pruning_bench.models.small_gpt import SmallGPT, gpt_init, small_gpt
 from pruning_bench.models.small_nets import (
     MNIST1DCNN,
@@ -82,6 +85,8 @@ _PATTERNS: dict[str, str] = {
     "wrn<d>_<k>": "any Wide ResNet of depth d = 6n+4 and widening factor k >= 1",
     TIMM_PREFIX + "<name>": "any timm model, pretrained=False, in_chans from input_shape",
     TORCHVISION_PREFIX + "<name>": "any torchvision classification model, weights=None, 3 channels",
+    HF_PREFIX + "<model_id>": "a Hugging Face causal LM (AutoModelForCausalLM; an id or a local directory), "
+                              "pretrained, for token windows; `config` option: random init, nothing downloaded",
 }
 
 #: Name -> one-line description: every registry name, then the name patterns and external prefixes.
@@ -187,6 +192,8 @@ def build_model(name: str, *, num_classes: int, input_shape: tuple[int, ...],
         return build_torchvision(
             name[len(TORCHVISION_PREFIX) :], num_classes=num_classes, input_shape=input_shape, options=options
         )
+    if name.startswith(HF_PREFIX):
+        return build_hf(name[len(HF_PREFIX) :], num_classes=num_classes, input_shape=input_shape, options=options)
     if name in _SMALL or _PATTERN_RE.fullmatch(name):
         _check_options(name, options)
     if name in _SMALL:

@@ -176,8 +176,11 @@ def validate_suite(suite: Suite, where: str) -> None:
             raise BenchError(f"{where}: key 'seeds': seed {seed} is negative; seeds are integers >= 0, e.g. [0, 1, 2]")
     if suite.budget.policy not in POLICIES:
         raise BenchError(f"{where}: key 'budget.policy' is '{suite.budget.policy}'; valid: {', '.join(POLICIES)}")
-    if suite.budget.epochs <= 0:
-        raise BenchError(f"{where}: key 'budget.epochs' must be > 0, got {suite.budget.epochs}")
+    if suite.budget.epochs < 0 or (suite.budget.epochs == 0 and suite.budget.policy != "native"):
+        raise BenchError(f"{where}: key 'budget.epochs' must be > 0, got {suite.budget.epochs} (0 only with policy "
+                         "= \"native\": a pretrained model pruned and evaluated as loaded, no training)")
+    if suite.budget.epochs == 0 and suite.budget.multiples != [1.0]:
+        raise BenchError(f"{where}: key 'budget.multiples' must be [1] with budget.epochs = 0 (nothing to scale)")
     if suite.budget.unit not in UNITS:
         raise BenchError(f"{where}: key 'budget.unit' is '{suite.budget.unit}'; valid: {', '.join(UNITS)}")
     if not suite.budget.multiples:
