@@ -25,23 +25,14 @@ cell, so the comparison is at equal compute. A source recorded before masks were
 
 from __future__ import annotations
 
-from typing import Any
-
 from pruning_bench.core.context import Context
-from pruning_bench.core.method import Method
-from pruning_bench.pruning.controls import ControlParams, train_fresh_init
+from pruning_bench.pruning.controls import Control, train_fresh_init
 
 
-class Reinit(Method):
+class Reinit(Control):
     """Control (Frankle & Carbin, ICLR 2019): source=M's final mask on freshly drawn weights."""
 
     name = "reinit"
-    Params = ControlParams
-    control = True
-
-    @classmethod
-    def source_of(cls, params: Any) -> str:
-        return params.source
 
     def run(self, ctx: Context) -> None:
         train_fresh_init(ctx, self.name)

@@ -18,23 +18,14 @@ start BN scales at 0.5; here a scratch model starts from the model's own BN init
 
 from __future__ import annotations
 
-from typing import Any
-
 from pruning_bench.core.context import Context
-from pruning_bench.core.method import Method
-from pruning_bench.pruning.controls import ControlParams, train_fresh_init
+from pruning_bench.pruning.controls import Control, train_fresh_init
 
 
-class Scratch(Method):
+class Scratch(Control):
     """Control (Liu et al., ICLR 2019): source=M's shrunk architecture from a fresh initialisation."""
 
     name = "scratch"
-    Params = ControlParams
-    control = True
-
-    @classmethod
-    def source_of(cls, params: Any) -> str:
-        return params.source
 
     def run(self, ctx: Context) -> None:
         train_fresh_init(ctx, self.name)

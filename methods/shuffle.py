@@ -26,28 +26,19 @@ as "Missing the Mark" does for pruning at initialisation. A physically shrunk so
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from pruning_bench.core.context import Context
 from pruning_bench.core.masks import random_masks
-from pruning_bench.core.method import Method
 from pruning_bench.core.source import layer_counts
-from pruning_bench.pruning.controls import ControlParams, the_source, train_with_mask
+from pruning_bench.pruning.controls import Control, the_source, train_with_mask
 from pruning_bench.seeds import mix_seed
 
 
-class Shuffle(Method):
+class Shuffle(Control):
     """Control (Frankle et al., ICLR 2021): source=M's per-layer counts at random positions, M's init."""
 
     name = "shuffle"
-    Params = ControlParams
-    control = True
-
-    @classmethod
-    def source_of(cls, params: Any) -> str:
-        return params.source
 
     def run(self, ctx: Context) -> None:
         source = the_source(ctx, self.name)

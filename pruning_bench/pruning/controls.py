@@ -9,11 +9,13 @@ A control reads its source trial's final per-layer table and masks (``ctx.source
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from pruning_bench.core.context import Context
+from pruning_bench.core.method import Method
 from pruning_bench.core.source import SourceResult
 from pruning_bench.errors import BenchError
 from pruning_bench.pruning.channel_select import channel_structure
@@ -31,6 +33,17 @@ class ControlParams:
     def validate(self) -> None:
         if not self.source:
             raise ValueError("needs source=METHOD, the method it controls, e.g. reinit[source=imp]")
+
+
+class Control(Method):
+    """Base class of the controls: ``Params`` = :class:`ControlParams`, the source named by ``source``."""
+
+    Params = ControlParams
+    control = True
+
+    @classmethod
+    def source_of(cls, params: Any) -> str:
+        return params.source
 
 
 def the_source(ctx: Context, method: str) -> SourceResult:

@@ -145,13 +145,17 @@ def _mark_vs_random(table: pd.DataFrame, finished: pd.DataFrame, higher: bool) -
         for idx, rec in group.iterrows():
             if rec["base_method"] == RANDOM_BASELINE or rec["n"] < 2 or rec["off_target"]:
                 continue
-            mine = cells[rec["method"]]
-            p = welch_p(mine, reference)
-            if math.isnan(p):
-                continue
-            better = (np.mean(mine) > np.mean(reference)) == higher
-            table.loc[idx, "vs_random"] = "tied" if p >= ALPHA else "above" if better else "below"
+            table.loc[idx, "vs_random"] = _versus(cells[rec["method"]], reference, higher)
     return table
+
+
+def _versus(mine: list[float], reference: list[float], higher: bool) -> str:
+    """``above``, ``below`` (Welch p < ALPHA) or ``tied`` against ``reference``; '' when untestable."""
+    p = welch_p(mine, reference)
+    if math.isnan(p):
+        return ""
+    better = (np.mean(mine) > np.mean(reference)) == higher
+    return "tied" if p >= ALPHA else "above" if better else "below"
 
 
 def _mark_vs_source(table: pd.DataFrame, finished: pd.DataFrame, higher: bool) -> pd.DataFrame:
@@ -168,12 +172,7 @@ def _mark_vs_source(table: pd.DataFrame, finished: pd.DataFrame, higher: bool) -
                                        & ~group["source_method"].astype(bool), "method"], key=len)
             if not sources or rec["n"] < 2:
                 continue
-            mine, reference = cells[rec["method"]], cells[sources[0]]
-            p = welch_p(mine, reference)
-            if math.isnan(p):
-                continue
-            better = (np.mean(mine) > np.mean(reference)) == higher
-            table.loc[idx, "vs_source"] = "tied" if p >= ALPHA else "above" if better else "below"
+            table.loc[idx, "vs_source"] = _versus(cells[rec["method"]], cells[sources[0]], higher)
     return table
 
 
