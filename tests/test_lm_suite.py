@@ -199,6 +199,10 @@ def test_tiny_end_to_end_run_records_perplexity(tmp_path, corpus):
     assert set(runs["tags.method"]) == {"dense", "wanda", "sparsegpt"}
     assert (runs["metrics.test_ppl"] > 1).all() and (runs["metrics.val_ppl"] > 1).all()
     assert runs["tags.data_fingerprint"].nunique() == 1
+    per_token = runs["metrics.flops_per_token_effective"] * 16  # block_size 16: FLOPs per token, per sequence
+    assert list(per_token) == pytest.approx(list(runs["metrics.flops_effective"]))
+    assert (runs["metrics.flops_per_token_dense"] > runs.loc[runs["tags.method"] == "wanda",
+                                                           "metrics.flops_per_token_effective"].max()).all()
 
 
 def test_adamw_is_opt_in_and_sgd_suites_keep_their_keys():

@@ -41,6 +41,10 @@ def measure(ctx: Context, *, denominator: int, flops_dense: float) -> dict[str, 
         metrics["test_top5"] = test.top5
     if test.ppl is not None and val.ppl is not None:  # language models: per-token perplexity
         metrics |= {"test_ppl": test.ppl, "val_ppl": val.ppl}
+    if ctx.data.tokens:  # a sample is one sequence: FLOPs per token at the suite's sequence length too
+        length = ctx.data.input_shape[0]
+        metrics |= {"flops_per_token_dense": flops_dense / length,
+                    "flops_per_token_effective": metrics["flops_effective"] / length}
     # Masked-dense model for unstructured methods, the shrunk model for structured ones (docs/methods.md pitfall 10).
     metrics["latency_ms"] = measure_latency(ctx.model, ctx.data.input_shape, ctx.device, dtype=ctx.data.input_dtype)
     metrics["latency_batch_size"] = LATENCY_BATCH_SIZE
