@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +47,6 @@ class SourceResult:
     layers: dict[str, LayerRecord]
     masks: dict[str, torch.Tensor] | None = None
     structured: bool = False
-    metrics: dict[str, float] = field(default_factory=dict)
 
     def kept_counts(self) -> dict[str, int]:
         """Kept weights per layer: the masks' counts when recorded, else the table's nonzero counts."""

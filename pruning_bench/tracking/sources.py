@@ -41,5 +41,4 @@ def load_source(tracker: Tracker, method: str, key: str) -> SourceResult | str:
         layers = read_layer_table(table, who=f"source {name}")
         masks = load_masks(masks_file) if masks_file is not None else None
     return SourceResult(method=method, key=key, run_id=run.info.run_id, layers=layers, masks=masks,
-                        structured=tags.get("granularity") == "structured",
-                        metrics=dict(run.data.metrics))
+                        structured=tags.get("granularity") == "structured")
